@@ -1,0 +1,3 @@
+"""fedsynth: federated, differentially private synthetic data."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,65 @@
+"""Shared CLI helpers: error reporting with exit codes, consoles."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+
+console = Console(stderr=True)
+out = Console()
+
+#: Exceptions that mean "the user gave bad input": printed as one line, exit code 2.
+USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn validation errors into a clear message and a non-zero exit code (no traceback)."""
+    try:
+        yield
+    except typer.Exit:
+        raise
+    except USER_ERRORS as e:
+        console.print(f"[bold red]error:[/] {type(e).__name__}: {e}")
+        raise typer.Exit(code=2) from None
+
+
+def refuse_existing(path: Path, overwrite: bool = False) -> None:
+    if path.exists() and not overwrite:
+        raise FileExistsError(f"{path} already exists; refusing to overwrite it (choose another path)")
+
+
+def write_atomic(path: Path, data: bytes | str) -> None:
+    """Write to a temp file in the same folder, fsync, rename: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data.encode() if isinstance(data, str) else data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_json(path: Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, default=float) + "\n")
+
+
+def warn(msg: str) -> None:
+    console.print(f"[yellow]warning:[/] {msg}", highlight=False)
+
+
+def is_tty() -> bool:
+    return sys.stderr.isatty()

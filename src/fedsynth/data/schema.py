@@ -1,0 +1,290 @@
+"""Table schema: which columns exist, their types, categories or bounds, and the target.
+
+A schema is *public knowledge*: everything in it may be shipped with a generator. It is either
+``declared`` by the user (JSON/YAML), ``inferred`` from the data (which leaks the private min/max
+and category lists, so the CLI says so), or estimated with differential privacy (``dp``; see
+:mod:`fedsynth.privacy.bounds`), in which case the ε it cost is recorded in ``dp_epsilon``.
+
+Validation (:func:`validate_frame`) is the boundary of the system: every table that enters is
+checked here and gets a :class:`SchemaError` that names the column and what to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from pandas.api.types import is_numeric_dtype
+
+ColumnKind = Literal["categorical", "continuous"]
+SchemaSource = Literal["declared", "inferred", "dp"]
+
+
+class SchemaError(ValueError):
+    """A table or schema violates the declared schema; the message says which column and why."""
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column: categorical with its (public) category list, or continuous within bounds."""
+
+    name: str
+    kind: ColumnKind
+    categories: tuple[str, ...] = ()
+    lower: float | None = None
+    upper: float | None = None
+    integer: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            raise SchemaError("column name must be a non-empty string")
+        if self.kind == "categorical":
+            if len(self.categories) < 1:
+                raise SchemaError(f"categorical column {self.name!r} needs at least one category")
+            if len(set(self.categories)) != len(self.categories):
+                raise SchemaError(f"categorical column {self.name!r} has duplicate categories")
+        elif self.kind == "continuous":
+            if self.lower is None or self.upper is None:
+                raise SchemaError(f"continuous column {self.name!r} needs lower and upper bounds")
+            if not (math.isfinite(self.lower) and math.isfinite(self.upper)):
+                raise SchemaError(f"continuous column {self.name!r} has non-finite bounds")
+            if self.upper < self.lower:
+                raise SchemaError(
+                    f"continuous column {self.name!r}: upper bound {self.upper} < lower {self.lower}"
+                )
+        else:
+            raise SchemaError(f"column {self.name!r}: kind must be 'categorical' or 'continuous'")
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"name": self.name, "kind": self.kind}
+        if self.kind == "categorical":
+            d["categories"] = list(self.categories)
+        else:
+            d.update(lower=float(self.lower), upper=float(self.upper), integer=self.integer)  # type: ignore[arg-type]
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Column:
+        try:
+            kind = d["kind"]
+            name = str(d["name"])
+        except KeyError as e:
+            raise SchemaError(f"column entry {d!r} is missing {e.args[0]!r}") from None
+        if kind == "categorical":
+            return Column(name, "categorical", categories=tuple(str(c) for c in d.get("categories", [])))
+        lo, hi = d.get("lower"), d.get("upper")
+        return Column(
+            name,
+            kind,
+            lower=None if lo is None else float(lo),
+            upper=None if hi is None else float(hi),
+            integer=bool(d.get("integer", False)),
+        )
+
+
+@dataclass(frozen=True)
+class Schema:
+    """Columns (features and target) of a table. The target must be categorical."""
+
+    columns: tuple[Column, ...]
+    target: str
+    source: SchemaSource = "declared"
+    dp_epsilon: float = 0.0
+    notes: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        names = [c.name for c in self.columns]
+        if len(set(names)) != len(names):
+            raise SchemaError("schema has duplicate column names")
+        if self.target not in names:
+            raise SchemaError(f"target {self.target!r} is not among the schema's columns {names}")
+        t = self.column(self.target)
+        if t.kind != "categorical":
+            raise SchemaError(f"target {self.target!r} must be categorical (a class label)")
+        if len(t.categories) < 2:
+            raise SchemaError(f"target {self.target!r} has only one class {list(t.categories)}; need >= 2")
+        if not self.features:
+            raise SchemaError("schema has no feature columns besides the target")
+
+    # -- accessors ---------------------------------------------------------------------------
+    def column(self, name: str) -> Column:
+        for c in self.columns:
+            if c.name == name:
+                return c
+        raise SchemaError(f"no column {name!r} in schema")
+
+    @property
+    def features(self) -> tuple[Column, ...]:
+        return tuple(c for c in self.columns if c.name != self.target)
+
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.column(self.target).categories
+
+    # -- serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "target": self.target,
+            "source": self.source,
+            "dp_epsilon": self.dp_epsilon,
+            "columns": [c.to_dict() for c in self.columns],
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> Schema:
+        if not isinstance(d, dict) or "columns" not in d or "target" not in d:
+            raise SchemaError("schema must be a mapping with 'columns' and 'target'")
+        return Schema(
+            columns=tuple(Column.from_dict(c) for c in d["columns"]),
+            target=str(d["target"]),
+            source=d.get("source", "declared"),
+            dp_epsilon=float(d.get("dp_epsilon", 0.0)),
+        )
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2)
+
+    def hash(self) -> str:
+        """SHA-256 of the canonical content that fixes the encoding (not how it was obtained)."""
+        body = {"target": self.target, "columns": [c.to_dict() for c in self.columns]}
+        return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+    def with_source(self, source: SchemaSource, dp_epsilon: float = 0.0) -> Schema:
+        return replace(self, source=source, dp_epsilon=dp_epsilon)
+
+
+def load_schema(path: str | Path) -> Schema:
+    """Read a declared schema from JSON or YAML."""
+    p = Path(path)
+    if not p.exists():
+        raise SchemaError(f"schema file {p} does not exist")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() in {".yaml", ".yml"}:
+            import yaml
+
+            data = yaml.safe_load(text)
+        else:
+            data = json.loads(text)
+    except Exception as e:  # noqa: BLE001 - parser errors vary by format
+        raise SchemaError(f"cannot parse schema file {p}: {e}") from None
+    return Schema.from_dict(data)
+
+
+def _as_category_strings(s: pd.Series) -> pd.Series:
+    """Categories are compared as strings; integral floats (1.0) print as integers (1)."""
+    if is_numeric_dtype(s):
+        vals = s.to_numpy()
+        if np.all(np.isfinite(vals.astype(float))) and np.all(np.mod(vals.astype(float), 1) == 0):
+            return pd.Series(vals.astype(np.int64).astype(str), index=s.index)
+    return s.astype(str)
+
+
+def infer_schema(
+    df: pd.DataFrame,
+    target: str,
+    *,
+    max_categories: int = 64,
+    categorical: list[str] | None = None,
+) -> Schema:
+    """Infer a schema from *private* data: bounds and category lists are read off the data.
+
+    The result is flagged ``source="inferred"``: it leaks min/max and the set of categories, so it
+    is only appropriate when those are public knowledge. Use :func:`fedsynth.privacy.bounds.dp_schema`
+    for a version estimated under DP.
+    """
+    if target not in df.columns:
+        raise SchemaError(f"target column {target!r} not in data; columns are {list(df.columns)}")
+    forced = set(categorical or [])
+    cols: list[Column] = []
+    for name in df.columns:
+        s = df[name]
+        if s.isna().all():
+            raise SchemaError(f"column {name!r} is entirely missing; drop it or declare it")
+        numeric = is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s)
+        nunique = s.nunique(dropna=True)
+        if name == target or name in forced or not numeric or nunique <= 2:
+            if not numeric and nunique > max_categories and name != target:
+                raise SchemaError(
+                    f"column {name!r} has {nunique} distinct text values (> {max_categories}); "
+                    "drop it (identifiers, free text) or declare it in a schema file"
+                )
+            cats = sorted(_as_category_strings(s.dropna()).unique().tolist())
+            cols.append(Column(str(name), "categorical", categories=tuple(cats)))
+        else:
+            v = s.dropna().to_numpy(dtype=float)
+            is_int = bool(np.all(np.mod(v, 1) == 0))
+            cols.append(Column(str(name), "continuous", lower=float(v.min()), upper=float(v.max()), integer=is_int))
+    return Schema(tuple(cols), target=target, source="inferred")
+
+
+def validate_frame(df: pd.DataFrame, schema: Schema, *, require_target: bool = True) -> pd.DataFrame:
+    """Check ``df`` against ``schema`` and return a clean copy.
+
+    Categoricals become strings from the declared category list; continuous columns become
+    float64 clipped to the declared bounds (values outside public bounds are clipped, not
+    rejected, because bounds are a modelling choice). Raises :class:`SchemaError` for a missing
+    column, NaNs, unseen categories or non-numeric values in a continuous column.
+    """
+    if not isinstance(df, pd.DataFrame):
+        raise SchemaError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    cols = schema.columns if require_target else schema.features
+    missing = [c.name for c in cols if c.name not in df.columns]
+    if missing:
+        which = "target column" if missing == [schema.target] else "columns"
+        raise SchemaError(f"data is missing {which} {missing}; present: {list(df.columns)}")
+    out: dict[str, pd.Series] = {}
+    for c in cols:
+        s = df[c.name]
+        n_na = int(s.isna().sum())
+        if n_na:
+            raise SchemaError(
+                f"column {c.name!r} has {n_na} missing values (NaN); impute them or encode "
+                "missingness as a declared category before training"
+            )
+        if c.kind == "categorical":
+            vals = _as_category_strings(s)
+            unseen = sorted(set(vals.unique()) - set(c.categories))
+            if unseen:
+                raise SchemaError(
+                    f"column {c.name!r} has categories not in the schema: {unseen[:10]}"
+                    f"{' ...' if len(unseen) > 10 else ''}; declared: {list(c.categories)[:20]}"
+                )
+            out[c.name] = vals.astype(object)
+        else:
+            num = pd.to_numeric(s, errors="coerce")
+            bad = s[num.isna()]
+            if len(bad):
+                raise SchemaError(
+                    f"continuous column {c.name!r} has non-numeric values, e.g. {bad.iloc[0]!r} "
+                    f"(row {bad.index[0]!r})"
+                )
+            v = num.to_numpy(dtype=float)
+            if not np.all(np.isfinite(v)):
+                raise SchemaError(f"continuous column {c.name!r} has infinite values")
+            out[c.name] = pd.Series(np.clip(v, c.lower, c.upper), index=df.index)
+    res = pd.DataFrame(out, index=df.index)
+    if require_target:
+        present = set(res[schema.target].unique())
+        if len(present) < 1:
+            raise SchemaError("data has no rows")
+    return res.reset_index(drop=True)
+
+
+def check_training_target(df: pd.DataFrame, schema: Schema) -> None:
+    """A training table must contain at least two classes of the target."""
+    if schema.target not in df.columns:
+        raise SchemaError(f"target column {schema.target!r} not in data")
+    present = df[schema.target].nunique()
+    if present < 2:
+        only = df[schema.target].iloc[0] if len(df) else None
+        raise SchemaError(
+            f"target {schema.target!r} has a single class ({only!r}) in this data; "
+            "a classifier/per-class generator set needs at least two"
+        )

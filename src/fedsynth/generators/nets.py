@@ -1,0 +1,134 @@
+"""Network architectures, fixed by a JSON spec the hub can publish and check.
+
+A decoder spec is plain data (:class:`DecoderSpec`); :func:`build_decoder` turns it into a torch
+module whose parameter names and shapes are a pure function of the spec. That is what makes
+weight files verifiable without unpickling anything: the receiver builds the module from the
+spec it trusts and accepts only tensors that fit it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+#: Bounds on a spec a hub will accept (guards against memory-exhaustion via giant specs).
+MAX_LATENT = 1024
+MAX_HIDDEN = 4096
+MAX_LAYERS = 8
+MAX_OUTPUT = 100_000
+
+
+class SpecError(ValueError):
+    pass
+
+
+@dataclass(frozen=True)
+class DecoderSpec:
+    """Dense decoder z -> x: Linear+LeakyReLU hidden layers, then one linear head.
+
+    ``layout`` lists the output blocks ``(name, kind, width)`` of the table encoding; the head's
+    width is their total. Categorical blocks are read through a softmax, continuous through a
+    sigmoid.
+    """
+
+    latent_dim: int
+    hidden: tuple[int, ...]
+    layout: tuple[tuple[str, str, int], ...]
+    negative_slope: float = 0.2
+    kind: str = "mlp-decoder"
+
+    def __post_init__(self) -> None:
+        if self.kind != "mlp-decoder":
+            raise SpecError(f"unsupported decoder kind {self.kind!r}")
+        if not (1 <= self.latent_dim <= MAX_LATENT):
+            raise SpecError(f"latent_dim must be in [1, {MAX_LATENT}]")
+        if len(self.hidden) > MAX_LAYERS or any(not (1 <= h <= MAX_HIDDEN) for h in self.hidden):
+            raise SpecError(f"hidden layers must be <= {MAX_LAYERS} layers of 1..{MAX_HIDDEN} units")
+        if not self.layout or any(k not in ("categorical", "continuous") or w < 1 for _, k, w in self.layout):
+            raise SpecError("layout must be a non-empty list of (name, categorical|continuous, width>=1)")
+        if any(k == "continuous" and w != 1 for _, k, w in self.layout):
+            raise SpecError("continuous blocks have width 1")
+        if self.output_dim > MAX_OUTPUT:
+            raise SpecError(f"output dimension {self.output_dim} exceeds {MAX_OUTPUT}")
+
+    @property
+    def output_dim(self) -> int:
+        return sum(w for _, _, w in self.layout)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "kind": self.kind,
+            "latent_dim": self.latent_dim,
+            "hidden": list(self.hidden),
+            "negative_slope": self.negative_slope,
+            "layout": [{"name": n, "kind": k, "width": w} for n, k, w in self.layout],
+        }
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> DecoderSpec:
+        try:
+            return DecoderSpec(
+                latent_dim=int(d["latent_dim"]),
+                hidden=tuple(int(h) for h in d["hidden"]),
+                layout=tuple((str(b["name"]), str(b["kind"]), int(b["width"])) for b in d["layout"]),
+                negative_slope=float(d.get("negative_slope", 0.2)),
+                kind=str(d.get("kind", "mlp-decoder")),
+            )
+        except (KeyError, TypeError, ValueError) as e:
+            raise SpecError(f"malformed decoder spec: {e}") from None
+
+
+def mlp(sizes: list[int], negative_slope: float) -> nn.Sequential:
+    """Linear layers with LeakyReLU between them (not after the last). No in-place ops (Opacus)."""
+    layers: list[nn.Module] = []
+    for i in range(len(sizes) - 1):
+        layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+        if i < len(sizes) - 2:
+            layers.append(nn.LeakyReLU(negative_slope))
+    return nn.Sequential(*layers)
+
+
+class Decoder(nn.Module):
+    def __init__(self, spec: DecoderSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.net = mlp([spec.latent_dim, *spec.hidden, spec.output_dim], spec.negative_slope)
+        cat_slices, cont_idx, pos = [], [], 0
+        for _, k, w in spec.layout:
+            if k == "categorical":
+                cat_slices.append((pos, pos + w))
+            else:
+                cont_idx.append(pos)
+            pos += w
+        self._cat = cat_slices
+        self.register_buffer("_cont", torch.tensor(cont_idx, dtype=torch.long), persistent=False)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """Raw logits (the VAE loss works on these)."""
+        return self.net(z)
+
+    def probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> softmax per categorical block, sigmoid per continuous slot."""
+        out = torch.empty_like(logits)
+        for a, b in self._cat:
+            out[:, a:b] = torch.softmax(logits[:, a:b], dim=1)
+        if len(self._cont):
+            out[:, self._cont] = torch.sigmoid(logits[:, self._cont])
+        return out
+
+    @torch.no_grad()
+    def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        z = torch.randn(n, self.spec.latent_dim, generator=generator)
+        return self.probs(self.net(z))
+
+
+def build_decoder(spec: DecoderSpec) -> Decoder:
+    return Decoder(spec)
+
+
+def expected_tensors(spec: DecoderSpec) -> dict[str, tuple[int, ...]]:
+    """Names and shapes of every tensor a decoder of this spec has."""
+    return {k: tuple(v.shape) for k, v in build_decoder(spec).state_dict().items()}

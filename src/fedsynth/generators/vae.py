@@ -1,0 +1,222 @@
+"""DP β-VAE generators (SGDE): one per (silo, class), trained with DP-Adam via Opacus.
+
+Objective per record x (encoded by :class:`~fedsynth.data.encoders.TableEncoder`)::
+
+    L(x) = Σ_categorical CE(softmax(d(z))_block, x_block) + Σ_continuous BCE(σ(d(z))_j, x_j)
+           + β · KL(q(z|x) ‖ N(0, I)),    z = μ(x) + σ(x)·ε
+
+DP-SGD: every step samples each record independently with probability q = B/n (Poisson), clips
+each record's gradient to norm C, adds N(0, σ²C²) and takes an Adam step. σ is calibrated before
+training by :func:`fedsynth.privacy.dpsgd.calibrate_noise` for the target (ε, δ) over the planned
+number of steps, and the ε reported afterwards comes from Opacus' RDP accountant, which records
+every optimizer step actually taken (and is cross-checked against a fresh recomputation).
+
+Only the decoder leaves the silo (:meth:`ClassGenerator.card`); the encoder is discarded.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from opacus.accountants import create_accountant
+from opacus.optimizers import DPOptimizerFastGradientClipping
+from torch import nn
+
+from fedsynth.artifacts.decoder import GeneratorCard, decoder_to_bytes, sha256_bytes
+from fedsynth.generators.nets import Decoder, DecoderSpec, build_decoder, mlp
+from fedsynth.privacy.clipping import GhostClipper
+from fedsynth.privacy.dpsgd import DPSGDAccount, calibrate_noise, check_epsilon_delta, epsilon_spent
+
+
+class TooFewRowsError(ValueError):
+    """A class has too few rows at this silo to train a DP generator."""
+
+
+@dataclass(frozen=True)
+class VAEConfig:
+    latent_dim: int = 8
+    hidden: tuple[int, ...] = (64, 64)
+    beta: float = 1.0
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 2e-3
+    max_grad_norm: float = 1.0
+    negative_slope: float = 0.2
+    accountant: str = "rdp"
+    min_rows: int = 10  # below this a DP generator is pointless: skip the class
+    max_steps: int = 1500  # cap on optimiser steps (keeps tiny-q runs fast)
+    min_steps: int = 50  # small classes get more epochs so the model sees enough steps
+
+    def decoder_spec(self, layout: list[dict[str, object]]) -> DecoderSpec:
+        return DecoderSpec(
+            latent_dim=self.latent_dim,
+            hidden=tuple(reversed(self.hidden)),
+            layout=tuple((str(b["name"]), str(b["kind"]), int(b["width"])) for b in layout),  # type: ignore[call-overload]
+            negative_slope=self.negative_slope,
+        )
+
+
+@dataclass
+class TrainReport:
+    class_label: str
+    n_rows: int
+    account: DPSGDAccount | None  # None when trained without DP
+    seconds: float
+    final_loss: float
+    losses: list[float] = field(default_factory=list)
+
+
+class VAE(nn.Module):
+    def __init__(self, spec: DecoderSpec, hidden: tuple[int, ...], beta: float = 1.0) -> None:
+        super().__init__()
+        self.beta = beta
+        self.encoder = mlp([spec.output_dim, *hidden, 2 * spec.latent_dim], spec.negative_slope)
+        self.decoder = build_decoder(spec)
+        self.latent_dim = spec.latent_dim
+        cat, cont, pos = [], [], 0
+        for _, k, w in spec.layout:
+            (cat.append((pos, pos + w)) if k == "categorical" else cont.append(pos))
+            pos += w
+        self._cat = cat
+        self._cont = cont
+
+    def forward(self, x: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
+        """Per-record loss vector (the DP wrapper needs forward() to be the whole computation)."""
+        return self.per_sample_loss(x, self.beta, noise)
+
+    def per_sample_loss(self, x: torch.Tensor, beta: float, noise: torch.Tensor) -> torch.Tensor:
+        h = self.encoder(x)
+        mu, logvar = h[:, : self.latent_dim], h[:, self.latent_dim :].clamp(-8.0, 8.0)
+        z = mu + torch.exp(0.5 * logvar) * noise
+        logits = self.decoder(z)
+        rec = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+        for a, b in self._cat:
+            rec = rec - (F.log_softmax(logits[:, a:b], dim=1) * x[:, a:b]).sum(dim=1)
+        if self._cont:
+            idx = self._cont
+            rec = rec + F.binary_cross_entropy_with_logits(logits[:, idx], x[:, idx], reduction="none").sum(dim=1)
+        kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
+        return rec + beta * kl
+
+
+def plan_steps(n: int, cfg: VAEConfig) -> tuple[float, int]:
+    """Sample rate q and number of steps for a class of n rows."""
+    q = min(1.0, cfg.batch_size / n)
+    steps_per_epoch = max(1, math.ceil(1.0 / q))
+    steps = min(cfg.max_steps, max(cfg.min_steps, cfg.epochs * steps_per_epoch))
+    return q, steps
+
+
+def train_class_vae(
+    x: np.ndarray,
+    spec: DecoderSpec,
+    cfg: VAEConfig,
+    *,
+    class_label: str,
+    epsilon: float | None,
+    delta: float | None,
+    seed: int = 0,
+) -> tuple[Decoder, TrainReport]:
+    """Train one β-VAE on the rows ``x`` of one class; DP when ``epsilon`` is given.
+
+    Returns the decoder (encoder discarded) and a report with the accountant's answer.
+    """
+    n = int(x.shape[0])
+    if n < cfg.min_rows:
+        raise TooFewRowsError(
+            f"class {class_label!r} has {n} rows (< {cfg.min_rows}); too few to train a DP generator"
+        )
+    dp = epsilon is not None
+    if dp:
+        assert delta is not None
+        check_epsilon_delta(epsilon, delta)  # type: ignore[arg-type]
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    data = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+    model = VAE(spec, cfg.hidden, cfg.beta)
+    q, steps = plan_steps(n, cfg)
+    expected_b = max(1, round(q * n))
+    t0 = time.perf_counter()
+    sigma = 0.0
+    accountant = None
+    if dp:
+        sigma = calibrate_noise(epsilon, delta, q, steps, cfg.accountant)  # type: ignore[arg-type]
+        # Per-sample clipping in one backward pass (privacy/clipping.py); Opacus adds the noise,
+        # averages over the expected batch size and reports every step to the accountant.
+        clipper = GhostClipper(model, cfg.max_grad_norm)
+        opt = DPOptimizerFastGradientClipping(
+            torch.optim.Adam(model.parameters(), lr=cfg.lr),
+            noise_multiplier=sigma,
+            max_grad_norm=cfg.max_grad_norm,
+            expected_batch_size=expected_b,
+            loss_reduction="mean",
+            generator=gen,
+        )
+        accountant = create_accountant(cfg.accountant)
+        opt.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=q))
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    losses: list[float] = []
+    running, count = 0.0, 0
+    log_every = max(1, steps // 20)
+    model.train()
+    for step in range(steps):
+        # Poisson sampling: each row independently with probability q (the accountant's q).
+        idx = np.flatnonzero(rng.random(n) < q) if dp else rng.choice(n, size=expected_b, replace=False)
+        batch = data[torch.from_numpy(idx)]
+        noise = torch.randn(len(idx), spec.latent_dim, generator=gen)
+        opt.zero_grad(set_to_none=True)
+        if len(idx) == 0:
+            # An empty Poisson batch still releases a (pure-noise) update, as the analysis assumes.
+            for p in model.parameters():
+                p.grad = torch.zeros_like(p)
+            opt.step()
+            continue
+        loss_vec = model(batch, noise)
+        if dp:
+            clipper.clip_and_sum(loss_vec)
+        else:
+            loss_vec.mean().backward()
+        opt.step()
+        running += float(loss_vec.detach().mean())
+        count += 1
+        if (step + 1) % log_every == 0 and count:
+            losses.append(running / count)
+            running, count = 0.0, 0
+    account = None
+    if dp:
+        assert accountant is not None
+        spent = float(accountant.get_epsilon(delta=delta))
+        recomputed = epsilon_spent(sigma, q, steps, delta, cfg.accountant)  # type: ignore[arg-type]
+        if not math.isclose(spent, recomputed, rel_tol=1e-6):
+            raise RuntimeError(f"accountant disagrees with recomputation: {spent} vs {recomputed}")
+        account = DPSGDAccount(sigma, q, steps, float(delta), spent, cfg.accountant, cfg.max_grad_norm)  # type: ignore[arg-type]
+    decoder = model.decoder
+    decoder.eval()
+    report = TrainReport(class_label, n, account, time.perf_counter() - t0, losses[-1] if losses else float("nan"), losses)
+    return decoder, report
+
+
+def make_card(decoder: Decoder, report: TrainReport, schema_hash: str) -> GeneratorCard:
+    if report.account is None:
+        raise ValueError("refusing to card a non-private generator: cards carry an accountant's (ε, δ)")
+    return GeneratorCard(
+        spec=decoder.spec.to_dict(),
+        schema_hash=schema_hash,
+        class_label=report.class_label,
+        epsilon=report.account.epsilon,
+        delta=report.account.delta,
+        accountant=report.account.accountant,
+        weights_sha256=sha256_bytes(decoder_to_bytes(decoder)),
+    )
+
+
+def warn_skip(msg: str) -> None:
+    warnings.warn(msg, stacklevel=2)
