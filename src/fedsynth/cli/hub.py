@@ -1,0 +1,299 @@
+"""CLI for the generator hub: ``fedsynth hub serve|create-federation|add-silo`` and the silo side
+``fedsynth push`` / ``fedsynth pull``. Thin: parse, call :mod:`fedsynth.exchange`, print."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+from fedsynth.cli.app import app, hub_app
+from fedsynth.cli.common import console, out, refuse_existing, user_errors, write_atomic
+from fedsynth.exchange.server import ADMIN_TOKEN_ENV
+
+HUB_HELP = "Hub base URL, e.g. https://hub.example.org:8765"
+TOKEN_ENV = "FEDSYNTH_HUB_TOKEN"
+
+
+def _verify(ca_cert: Path | None) -> bool | str:
+    return str(ca_cert) if ca_cert else True
+
+
+def _admin_token(tok: str | None) -> str:
+    t = tok or os.environ.get(ADMIN_TOKEN_ENV)
+    if not t:
+        raise ValueError(f"give --admin-token or set {ADMIN_TOKEN_ENV}")
+    return t
+
+
+def _silo_token(tok: str | None) -> str:
+    t = tok or os.environ.get(TOKEN_ENV)
+    if not t:
+        raise ValueError(f"give --token or set {TOKEN_ENV}")
+    return t
+
+
+def _hub_errors() -> tuple[type[BaseException], ...]:
+    import httpx
+
+    from fedsynth.exchange.client import HubError
+
+    return (HubError, httpx.HTTPError)
+
+
+def _run(fn) -> None:  # type: ignore[no-untyped-def]
+    """user_errors() plus hub refusals / connection errors as one red line, exit code 2."""
+    with user_errors():
+        try:
+            fn()
+        except _hub_errors() as e:
+            console.print(f"[bold red]error:[/] {e}")
+            raise typer.Exit(code=2) from None
+
+
+@hub_app.command("serve")
+def serve_cmd(
+    db: str = typer.Option(
+        "sqlite:///fedsynth-hub.db",
+        "--db",
+        help="SQLAlchemy URL: sqlite:///FILE or postgresql+psycopg://user@host/db",
+    ),
+    store: Path = typer.Option(Path("fedsynth-hub-store"), "--store", help="artifact folder"),
+    host: str = typer.Option("127.0.0.1", "--host"),
+    port: int = typer.Option(8765, "--port"),
+    tls_cert: Path | None = typer.Option(None, "--tls-cert", exists=True, dir_okay=False),
+    tls_key: Path | None = typer.Option(None, "--tls-key", exists=True, dir_okay=False),
+    admin_token: str | None = typer.Option(
+        None, "--admin-token", help=f"default: ${ADMIN_TOKEN_ENV}, else a random token printed once"
+    ),
+    rate: float = typer.Option(50.0, "--rate", help="requests per second per token (0 = off)"),
+    burst: int = typer.Option(200, "--burst"),
+    max_body_mb: float = typer.Option(64.0, "--max-body-mb", help="413 above this request size"),
+) -> None:
+    """Run the hub (migrates the database first)."""
+    from fedsynth.exchange.server import serve
+
+    with user_errors():
+        scheme = "https" if tls_cert else "http"
+        console.print(f"hub on {scheme}://{host}:{port}  db={db.split('@')[-1]}  store={store}")
+        serve(
+            db,
+            str(store),
+            host=host,
+            port=port,
+            admin_token=admin_token,
+            tls_cert=str(tls_cert) if tls_cert else None,
+            tls_key=str(tls_key) if tls_key else None,
+            rate_per_s=rate,
+            rate_burst=burst,
+            max_body_mb=max_body_mb,
+            log_level="info",
+        )
+
+
+@hub_app.command("create-federation")
+def create_federation_cmd(
+    name: str = typer.Option(..., "--name"),
+    hub: str = typer.Option(..., "--hub", help=HUB_HELP),
+    schema: Path | None = typer.Option(None, "--schema", help="declared schema (JSON/YAML)"),
+    dataset: str | None = typer.Option(None, "--dataset", help="use a benchmark dataset's public schema"),
+    max_epsilon: float = typer.Option(1.5, "--max-epsilon"),
+    max_delta: float = typer.Option(1e-5, "--max-delta"),
+    silo_budget: float = typer.Option(3.0, "--silo-budget", help="cumulative ε per silo over all its pushes"),
+    latent_dim: int = typer.Option(8, "--latent-dim"),
+    hidden: str = typer.Option("64,64", "--hidden", help="encoder hidden sizes; the decoder mirrors them"),
+    admin_token: str | None = typer.Option(None, "--admin-token", help=f"default: ${ADMIN_TOKEN_ENV}"),
+    ca_cert: Path | None = typer.Option(None, "--ca-cert", help="CA bundle to verify the hub's TLS cert"),
+) -> None:
+    """Create a federation: schema, decoder spec and privacy requirements."""
+
+    def go() -> None:
+        from fedsynth.data.encoders import TableEncoder
+        from fedsynth.data.schema import load_schema
+        from fedsynth.exchange.client import HubAdmin
+        from fedsynth.generators.vae import VAEConfig
+
+        if (schema is None) == (dataset is None):
+            raise ValueError("give exactly one of --schema FILE or --dataset NAME")
+        if schema is not None:
+            sch = load_schema(schema)
+        else:
+            from fedsynth.data.datasets import load_dataset
+
+            sch = load_dataset(str(dataset), seed=0).schema
+        try:
+            hid = tuple(int(h) for h in hidden.split(",") if h.strip())
+        except ValueError:
+            raise ValueError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
+        spec = VAEConfig(latent_dim=latent_dim, hidden=hid).decoder_spec(TableEncoder(sch).layout())
+        with HubAdmin(hub, _admin_token(admin_token), verify=_verify(ca_cert)) as adm:
+            req = adm.create_federation(
+                name, sch, spec, max_epsilon=max_epsilon, max_delta=max_delta, silo_epsilon_budget=silo_budget
+            )
+        out.print(
+            f"federation {req.federation!r}: {len(req.schema.columns)} columns, target "
+            f"{req.schema.target!r}, ε ≤ {req.max_epsilon:g}, δ ≤ {req.max_delta:g}, "
+            f"silo budget ε {req.silo_epsilon_budget:g}, schema hash {req.schema.hash()[:12]}"
+        )
+
+    _run(go)
+
+
+@hub_app.command("add-silo")
+def add_silo_cmd(
+    federation: str = typer.Option(..., "--federation"),
+    name: str = typer.Option(..., "--name"),
+    hub: str = typer.Option(..., "--hub", help=HUB_HELP),
+    admin_token: str | None = typer.Option(None, "--admin-token", help=f"default: ${ADMIN_TOKEN_ENV}"),
+    ca_cert: Path | None = typer.Option(None, "--ca-cert"),
+) -> None:
+    """Register a silo and print its bearer token (shown only once; the hub keeps a hash)."""
+
+    def go() -> None:
+        from fedsynth.exchange.client import HubAdmin
+
+        with HubAdmin(hub, _admin_token(admin_token), verify=_verify(ca_cert)) as adm:
+            token = adm.add_silo(federation, name)
+        console.print(f"silo {name!r} registered in {federation!r}; its token (shown only once):")
+        out.print(token, highlight=False, soft_wrap=True)
+
+    _run(go)
+
+
+@app.command("push")
+def push_cmd(
+    hub: str = typer.Option(..., "--hub", help=HUB_HELP),
+    token: str | None = typer.Option(None, "--token", help=f"silo token (default: ${TOKEN_ENV})"),
+    data: Path = typer.Option(..., "--data", help="the silo's private table (CSV/Parquet)"),
+    target: str = typer.Option(..., "--target"),
+    epsilon: float | None = typer.Option(None, "--epsilon", help="default: min(1.0, the hub's cap)"),
+    delta: float | None = typer.Option(None, "--delta", help="default: min(1/(10·|D_c|), the hub's cap)"),
+    epochs: int | None = typer.Option(None, "--epochs"),
+    max_steps: int | None = typer.Option(None, "--max-steps"),
+    seed: int = typer.Option(0, "--seed"),
+    ca_cert: Path | None = typer.Option(None, "--ca-cert"),
+) -> None:
+    """Subscribe, train DP generators to the hub's requirements, push them."""
+
+    def go() -> None:
+        import dataclasses
+
+        from fedsynth.data.datasets import load_table
+        from fedsynth.data.schema import validate_frame
+        from fedsynth.exchange.client import HubClient
+        from fedsynth.generators.sgde import fit_generator_set
+        from fedsynth.generators.vae import VAEConfig
+        from fedsynth.privacy.dpsgd import default_delta
+
+        with HubClient(hub, _silo_token(token), verify=_verify(ca_cert)) as cli:
+            req = cli.subscribe()
+            if target != req.schema.target:
+                raise ValueError(
+                    f"--target {target!r} differs from the federation's target {req.schema.target!r}"
+                )
+            left = req.silo_epsilon_budget - cli.epsilon_spent
+            eps = epsilon if epsilon is not None else min(1.0, req.max_epsilon, left)
+            if eps > req.max_epsilon:
+                raise ValueError(f"--epsilon {eps:g} exceeds the federation's cap {req.max_epsilon:g}")
+            if eps > left + 1e-12 or eps <= 0:
+                raise ValueError(
+                    f"this silo has ε {left:g} left of its budget {req.silo_epsilon_budget:g}; "
+                    f"cannot train at ε = {eps:g}"
+                )
+            df = validate_frame(load_table(data), req.schema)
+            counts = df[target].astype(str).value_counts()
+            dl = delta if delta is not None else min(req.max_delta, default_delta(int(counts.min())))
+            if dl > req.max_delta:
+                raise ValueError(f"--delta {dl:g} exceeds the federation's cap {req.max_delta:g}")
+            cfg = VAEConfig()
+            over = {k: v for k, v in (("epochs", epochs), ("max_steps", max_steps)) if v is not None}
+            cfg = dataclasses.replace(cfg, **over)
+            console.print(
+                f"federation {req.federation!r} as silo {cli.silo!r}: training {len(counts)} class "
+                f"generators at ε = {eps:g}, δ = {dl:g} on {len(df)} rows"
+            )
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as prog:
+                task = prog.add_task("training", total=len(counts))
+
+                def on_class(cls: str, rep: object) -> None:
+                    prog.update(task, advance=1, description=f"trained class {cls}")
+
+                gset = fit_generator_set(
+                    df,
+                    req.schema,
+                    epsilon=eps,
+                    delta=dl,
+                    config=cfg,
+                    spec=req.spec,
+                    seed=seed,
+                    on_class=on_class,
+                )
+            for msg in gset.skipped:
+                console.print(f"[yellow]warning:[/] {msg}")
+            worst = max(c.epsilon for c in gset.cards)
+            if worst > req.max_epsilon:
+                raise ValueError(f"the accountant reports ε = {worst:.4g} > the hub's cap; not pushing")
+            res = cli.push(gset)
+        state = "already in the pool (nothing charged)" if res.duplicate else "accepted"
+        out.print(
+            f"push {res.push_id} {state}: {res.generators} generators, {res.bytes} bytes, "
+            f"ε = {res.epsilon:.4g}, δ = {res.delta:.2g}"
+        )
+
+    _run(go)
+
+
+@app.command("pull")
+def pull_cmd(
+    hub: str = typer.Option(..., "--hub", help=HUB_HELP),
+    token: str | None = typer.Option(None, "--token", help=f"silo token (default: ${TOKEN_ENV})"),
+    rows: int = typer.Option(..., "--rows", min=1),
+    out_path: Path = typer.Option(..., "--out", help="CSV to write (atomically)"),
+    exclude_silo: list[str] = typer.Option([], "--exclude-silo", help="skip this silo's generators"),
+    seed: int = typer.Option(0, "--seed"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+    ca_cert: Path | None = typer.Option(None, "--ca-cert"),
+) -> None:
+    """Download and verify the pool's generators, sample a class-balanced synthetic table."""
+
+    def go() -> None:
+        from fedsynth.exchange.client import HubClient
+        from fedsynth.generators.sgde import GeneratorPool
+
+        refuse_existing(out_path, overwrite)
+        with HubClient(hub, _silo_token(token), verify=_verify(ca_cert)) as cli:
+            req = cli.subscribe()
+            entries = cli.list_pool(exclude_silo)
+            if not entries:
+                raise ValueError("the pool has no generators (after exclusions) to sample from")
+            gens = []
+            with Progress(
+                SpinnerColumn(),
+                TextColumn("{task.description}"),
+                BarColumn(),
+                TimeElapsedColumn(),
+                console=console,
+                transient=True,
+            ) as prog:
+                task = prog.add_task("pulling generators", total=len(entries))
+                for e in entries:
+                    gens.extend(cli.pull([e]))
+                    prog.advance(task)
+            frame = GeneratorPool(req.schema, gens).sample(rows, seed=seed)
+            write_atomic(out_path, frame.to_csv(index=False))
+        silos = sorted({e.silo for e in entries})
+        out.print(
+            f"wrote {len(frame)} rows to {out_path} from {len(gens)} generators of {len(silos)} silos "
+            f"(max ε {max(e.epsilon for e in entries):.4g}); {cli.bytes_received} bytes downloaded"
+        )
+
+    _run(go)

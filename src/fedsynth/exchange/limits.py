@@ -1,0 +1,144 @@
+"""ASGI middlewares that act before any endpoint reads the body: size cap (413), rate limit (429)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+async def _json_response(
+    send: Send, status: int, detail: str, headers: list[tuple[bytes, bytes]] = ()
+) -> None:  # type: ignore[assignment]
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"connection", b"close"),
+                *headers,
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+class BodyLimitMiddleware:
+    """Answer 413 for bodies over ``max_bytes``: from Content-Length before reading anything, and
+    for chunked uploads as soon as the running count passes the cap (the rest is never read)."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        for k, v in scope.get("headers", []):
+            if k == b"content-length":
+                try:
+                    n = int(v)
+                except ValueError:
+                    await _json_response(send, 400, "invalid Content-Length")
+                    return
+                if n > self.max_bytes:
+                    await _json_response(
+                        send, 413, f"request body of {n} bytes exceeds the {self.max_bytes}-byte limit"
+                    )
+                    return
+        seen = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > self.max_bytes:
+                    raise _TooLarge
+            return msg
+
+        async def tracking_send(msg: Message) -> None:
+            nonlocal started
+            if msg["type"] == "http.response.start":
+                started = True
+            await send(msg)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await _json_response(send, 413, f"request body exceeds the {self.max_bytes}-byte limit")
+
+
+class RateLimitMiddleware:
+    """Token bucket per bearer token (per client address when there is none), per process.
+
+    Runs before authentication so that guessing tokens is throttled too. With several hub
+    processes each keeps its own buckets (the effective limit is N × rate; see docs/hub.md).
+    """
+
+    def __init__(
+        self, app: ASGIApp, rate_per_s: float, burst: int, exempt: tuple[str, ...] = ("/v1/health",)
+    ) -> None:
+        self.app = app
+        self.rate = rate_per_s
+        self.burst = burst
+        self.exempt = exempt
+        self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()
+
+    def _key(self, scope: Scope) -> str:
+        for k, v in scope.get("headers", []):
+            if k == b"authorization":
+                return "t:" + hashlib.sha256(v).hexdigest()
+        client = scope.get("client") or ("?", 0)
+        return f"ip:{client[0]}"
+
+    def allow(self, key: str) -> float:
+        """0 if allowed, else seconds until a token is available."""
+        now = time.monotonic()
+        with self._lock:
+            tokens, last = self._buckets.get(key, (float(self.burst), now))
+            tokens = min(float(self.burst), tokens + (now - last) * self.rate)
+            if tokens >= 1.0:
+                self._buckets[key] = (tokens - 1.0, now)
+                wait = 0.0
+            else:
+                self._buckets[key] = (tokens, now)
+                wait = (1.0 - tokens) / self.rate
+            if len(self._buckets) > 100_000:  # bound memory under token-guessing floods
+                self._buckets = {k: b for k, b in self._buckets.items() if now - b[1] < 60}
+        return wait
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or self.rate <= 0 or scope.get("path") in self.exempt:
+            await self.app(scope, receive, send)
+            return
+        wait = self.allow(self._key(scope))
+        if wait > 0:
+            await _json_response(
+                send,
+                429,
+                "rate limit exceeded for this token; slow down",
+                [(b"retry-after", str(max(1, round(wait))).encode())],
+            )
+            return
+        await self.app(scope, receive, send)

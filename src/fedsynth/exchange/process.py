@@ -1,0 +1,157 @@
+"""Run real hub processes on 127.0.0.1 (for ``fedsynth demo``, tests and benchmarks).
+
+    with run_hub("sqlite:///hub.db", "store/") as hub:
+        admin = HubAdmin(hub.url, hub.admin_token)
+        ...
+
+The parent binds a free port and passes the listening socket to the child(ren) (``--fd``), so
+there is no port race, and ``processes=2`` gives two hub processes sharing one socket (the kernel
+spreads connections) in front of one database — the scale-out deployment in miniature.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from fedsynth.exchange.server import ADMIN_TOKEN_ENV
+
+
+@dataclass
+class RunningHub:
+    url: str
+    admin_token: str
+    db_url: str
+    store_dir: str
+    sock: socket.socket
+    args: list[str]
+    env: dict[str, str]
+    procs: list[subprocess.Popen] = field(default_factory=list)
+    log_paths: list[Path] = field(default_factory=list)
+
+    def kill(self, sig: int = signal.SIGKILL) -> None:
+        """Kill every hub process (SIGKILL by default: no cleanup, as in a crash)."""
+        for p in self.procs:
+            if p.poll() is None:
+                p.send_signal(sig)
+        for p in self.procs:
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+
+    def restart(self, extra_env: dict[str, str] | None = None) -> None:
+        """Start the processes again on the same socket (same URL), running migrations first."""
+        self.kill()
+        from fedsynth.exchange.db import migrate
+
+        migrate(self.db_url)
+        env = {**self.env, **(extra_env or {})}
+        n = len(self.procs) or 1
+        self.procs = [_spawn(self.args, env, self.sock, lp) for lp in self.log_paths[:n]]
+        wait_ready(self.url, self.procs)
+
+    def logs(self) -> str:
+        return "\n".join(p.read_text(errors="replace") for p in self.log_paths if p.exists())
+
+
+def _spawn(args: list[str], env: dict[str, str], sock: socket.socket, log_path: Path) -> subprocess.Popen:
+    fd = sock.fileno()
+    with open(log_path, "ab") as log:
+        return subprocess.Popen(
+            [sys.executable, "-m", "fedsynth.exchange.server", *args, "--fd", str(fd), "--no-migrate"],
+            env=env,
+            pass_fds=(fd,),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def wait_ready(url: str, procs: list[subprocess.Popen], timeout: float = 60.0) -> None:
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        for p in procs:
+            if p.poll() is not None:
+                raise RuntimeError(f"hub process exited with code {p.returncode} during start-up")
+        try:
+            if httpx.get(f"{url}/v1/health", timeout=2, verify=False).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"hub at {url} did not become ready within {timeout:.0f} s")
+
+
+@contextmanager
+def run_hub(
+    db_url: str,
+    store_dir: str | Path,
+    *,
+    admin_token: str | None = None,
+    processes: int = 1,
+    rate_per_s: float = 0.0,
+    rate_burst: int = 200,
+    max_body_mb: float = 64.0,
+    extra_env: dict[str, str] | None = None,
+    log_dir: str | Path | None = None,
+) -> Iterator[RunningHub]:
+    """Start ``processes`` hub server processes on a free 127.0.0.1 port; yield a :class:`RunningHub`.
+
+    ``rate_per_s=0`` disables the per-token rate limit (demo/benchmarks); the CLI default is 50/s.
+    """
+    from fedsynth.exchange.db import migrate
+
+    token = admin_token or "fsa_" + secrets.token_urlsafe(32)
+    store = Path(store_dir)
+    store.mkdir(parents=True, exist_ok=True)
+    logs = Path(log_dir) if log_dir else store / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    migrate(db_url)  # once, before any server process starts
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(1024)
+    sock.set_inheritable(True)
+    port = sock.getsockname()[1]
+    env = {**os.environ, ADMIN_TOKEN_ENV: token, **(extra_env or {})}
+    args = [
+        "--db",
+        db_url,
+        "--store",
+        str(store),
+        "--rate",
+        str(rate_per_s),
+        "--burst",
+        str(rate_burst),
+        "--max-body-mb",
+        str(max_body_mb),
+    ]
+    hub = RunningHub(
+        f"http://127.0.0.1:{port}",
+        token,
+        db_url,
+        str(store),
+        sock,
+        args,
+        env,
+        log_paths=[logs / f".hub-{port}-{i}.log" for i in range(processes)],
+    )
+    try:
+        hub.procs = [_spawn(args, env, sock, lp) for lp in hub.log_paths]
+        wait_ready(hub.url, hub.procs)
+        yield hub
+    finally:
+        hub.kill(signal.SIGTERM)
+        sock.close()

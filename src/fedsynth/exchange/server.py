@@ -1,0 +1,102 @@
+"""Start a hub process: migrate the database, then serve the app with uvicorn.
+
+``python -m fedsynth.exchange.server --db URL --store DIR [--port P | --fd N] [--tls-cert C --tls-key K]``.
+The admin token comes from ``FEDSYNTH_HUB_ADMIN_TOKEN`` (environment, not argv, so it does not show
+in ``ps``); if unset a random one is generated and printed once on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import sys
+
+ADMIN_TOKEN_ENV = "FEDSYNTH_HUB_ADMIN_TOKEN"
+
+
+def serve(
+    db_url: str,
+    store_dir: str,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8765,
+    fd: int | None = None,
+    admin_token: str | None = None,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
+    migrate: bool = True,
+    rate_per_s: float = 50.0,
+    rate_burst: int = 200,
+    max_body_mb: float = 64.0,
+    log_level: str = "warning",
+) -> None:
+    import uvicorn
+
+    from fedsynth.exchange.db import migrate as run_migrations
+    from fedsynth.exchange.service import create_app, settings_from_env
+
+    if (tls_cert is None) != (tls_key is None):
+        raise ValueError("--tls-cert and --tls-key must be given together")
+    token = admin_token or os.environ.get(ADMIN_TOKEN_ENV)
+    if not token:
+        token = "fsa_" + secrets.token_urlsafe(32)
+        print(f"admin token (shown once): {token}", file=sys.stderr, flush=True)
+    if len(token) < 16:
+        raise ValueError("the admin token must be at least 16 characters")
+    if migrate:
+        run_migrations(db_url)
+    settings = settings_from_env(
+        db_url,
+        store_dir,
+        token,
+        rate_per_s=rate_per_s,
+        rate_burst=rate_burst,
+        max_body_bytes=int(max_body_mb * 1024 * 1024),
+    )
+    app = create_app(settings)
+    kw: dict = {"fd": fd} if fd is not None else {"host": host, "port": port}
+    uvicorn.run(
+        app,
+        log_level=log_level,
+        access_log=False,
+        ssl_certfile=tls_cert,
+        ssl_keyfile=tls_key,
+        timeout_keep_alive=30,
+        **kw,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(prog="fedsynth-hub")
+    ap.add_argument("--db", required=True)
+    ap.add_argument("--store", required=True)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8765)
+    ap.add_argument("--fd", type=int, default=None, help="serve on an already-bound listening socket")
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--no-migrate", action="store_true")
+    ap.add_argument("--rate", type=float, default=50.0, help="requests/s per token (0 = unlimited)")
+    ap.add_argument("--burst", type=int, default=200)
+    ap.add_argument("--max-body-mb", type=float, default=64.0)
+    ap.add_argument("--log-level", default="warning")
+    a = ap.parse_args(argv)
+    serve(
+        a.db,
+        a.store,
+        host=a.host,
+        port=a.port,
+        fd=a.fd,
+        tls_cert=a.tls_cert,
+        tls_key=a.tls_key,
+        migrate=not a.no_migrate,
+        rate_per_s=a.rate,
+        rate_burst=a.burst,
+        max_body_mb=a.max_body_mb,
+        log_level=a.log_level,
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,641 @@
+"""The generator hub as an HTTP service (FastAPI). A thin adapter over :mod:`.protocol`,
+:mod:`.db` and :mod:`.store`: authenticate, validate, store, commit, audit.
+
+API (all under ``/v1``; bearer tokens in ``Authorization``):
+
+=========================================================  ======  ==================================
+``POST /v1/federations``                                    admin   create a federation + requirements
+``GET  /v1/federations``                                    admin   list federations
+``POST /v1/federations/{fed}/silos``                        admin   register a silo; token shown once
+``GET  /v1/federations/{fed}/audit``                        admin   audit log (newest first)
+``GET  /v1/whoami``                                         any     which silo/federation a token is
+``GET  /v1/federations/{fed}/requirements``                 silo    Subscribe
+``POST /v1/federations/{fed}/pushes``                       silo    Push a generator set (multipart)
+``GET  /v1/federations/{fed}/pool``                         silo    list the pool
+``GET  /v1/federations/{fed}/generators/{id}/card|weights`` silo    download (Pull)
+``GET  /dashboard``                                         admin   read-only HTML page
+=========================================================  ======  ==================================
+"""
+
+# no `from __future__ import annotations`: FastAPI must resolve the closures in Annotated[..., Depends(..)]
+
+import hashlib
+import hmac
+import json
+import logging
+import os
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+
+from fastapi import Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
+from fastapi import Path as PathParam
+from fastapi.responses import HTMLResponse, JSONResponse
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
+
+from fedsynth.exchange import db
+from fedsynth.exchange.dashboard import render_dashboard
+from fedsynth.exchange.limits import BodyLimitMiddleware, RateLimitMiddleware
+from fedsynth.exchange.protocol import (
+    PushRefused,
+    Requirements,
+    check_name,
+    check_requirements,
+    ledger_charge,
+    validate_generator_set,
+)
+from fedsynth.exchange.store import BlobStore
+
+log = logging.getLogger("fedsynth.hub")
+API_VERSION = "v1"
+CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
+#: Test hook (documented in docs/hub.md): seconds to sleep after the artifacts are durably stored
+#: and before the DB commit, to let the crash test SIGKILL the hub inside that window.
+FAULT_DELAY_ENV = "FEDSYNTH_HUB_FAULT_DELAY_BEFORE_COMMIT"
+
+
+def hash_token(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+@dataclass(frozen=True)
+class HubSettings:
+    db_url: str
+    store_dir: str
+    admin_token_hash: str
+    max_body_bytes: int = 64 * 1024 * 1024
+    rate_per_s: float = 50.0
+    rate_burst: int = 200
+
+
+@dataclass(frozen=True)
+class Caller:
+    kind: str  # "admin" | "silo"
+    silo_id: int | None = None
+    silo: str | None = None
+    federation_id: int | None = None
+    federation: str | None = None
+
+
+class CreateFederation(BaseModel):
+    model_config = ConfigDict(populate_by_name=True, extra="forbid")
+    name: str = Field(max_length=64)
+    data_schema: dict[str, Any] = Field(alias="schema")
+    decoder_spec: dict[str, Any]
+    max_epsilon: float = Field(gt=0)
+    max_delta: float = Field(gt=0, lt=1)
+    silo_epsilon_budget: float = Field(gt=0)
+
+
+class AddSilo(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(max_length=64)
+
+
+class HubError(Exception):
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status, self.detail, self.headers = status, detail, headers
+
+
+def create_app(settings: HubSettings) -> FastAPI:
+    engine = db.make_engine(settings.db_url)
+    Session = db.sessions(engine)
+    store = BlobStore(settings.store_dir)
+    store.clean_tmp()
+    fault_delay = float(os.environ.get(FAULT_DELAY_ENV, "0") or 0)
+    # Immutable facts cached per process: token -> silo, federation -> requirements.
+    token_cache: dict[str, Caller] = {}
+    fed_cache: dict[str, tuple[int, Requirements]] = {}
+    cache_lock = threading.Lock()
+
+    app = FastAPI(
+        title="fedsynth generator hub",
+        version="1",
+        description="SGDE Subscribe / Push / Pull of DP generators (safetensors decoders + JSON cards).",
+        docs_url=None,
+        redoc_url=None,
+    )
+    app.state.engine = engine
+    app.state.store = store
+
+    # ---------------------------------------------------------------- errors and audit
+    def audit(
+        action: str,
+        outcome: str,
+        *,
+        federation: str | None = None,
+        silo: str | None = None,
+        sha256: str | None = None,
+        epsilon: float | None = None,
+        detail: str = "",
+    ) -> None:
+        with Session.begin() as s:
+            s.add(
+                db.AuditEvent(
+                    federation=federation,
+                    silo=silo,
+                    action=action,
+                    outcome=outcome,
+                    sha256=sha256,
+                    epsilon=epsilon,
+                    detail=detail[:2000],
+                )
+            )
+
+    @app.exception_handler(HubError)
+    async def _hub_error(_req: Request, e: HubError) -> JSONResponse:
+        return JSONResponse({"detail": e.detail}, status_code=e.status, headers=e.headers)
+
+    @app.exception_handler(PushRefused)
+    async def _refused(_req: Request, e: PushRefused) -> JSONResponse:
+        return JSONResponse({"detail": str(e)}, status_code=e.status)
+
+    @app.middleware("http")
+    async def _headers(request: Request, call_next):  # type: ignore[no-untyped-def]
+        resp = await call_next(request)
+        resp.headers["X-Content-Type-Options"] = "nosniff"
+        resp.headers["Cache-Control"] = "no-store"
+        return resp
+
+    # ---------------------------------------------------------------- authentication
+    def bearer(request: Request) -> str:
+        h = request.headers.get("authorization", "")
+        scheme, _, tok = h.partition(" ")
+        if scheme.lower() != "bearer" or not tok.strip():
+            audit("auth", "refused", detail=f"missing bearer token on {request.url.path}")
+            raise HubError(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
+        return tok.strip()
+
+    def identify(token: str) -> Caller | None:
+        th = hash_token(token)
+        if hmac.compare_digest(th, settings.admin_token_hash):
+            return Caller("admin")
+        with cache_lock:
+            c = token_cache.get(th)
+        if c is not None:
+            return c
+        with Session() as s:
+            row = s.execute(
+                select(db.Silo.id, db.Silo.name, db.Federation.id, db.Federation.name)
+                .join(db.Federation, db.Silo.federation_id == db.Federation.id)
+                .where(db.Silo.token_hash == th)
+            ).first()
+        if row is None:
+            return None
+        c = Caller("silo", row[0], row[1], row[2], row[3])
+        with cache_lock:
+            token_cache[th] = c
+        return c
+
+    def caller(request: Request) -> Caller:
+        c = identify(bearer(request))
+        if c is None:
+            audit("auth", "refused", detail=f"unknown token on {request.url.path}")
+            raise HubError(401, "invalid token", {"WWW-Authenticate": "Bearer"})
+        return c
+
+    def admin(c: Annotated[Caller, Depends(caller)]) -> Caller:
+        if c.kind != "admin":
+            audit(
+                "auth", "refused", federation=c.federation, silo=c.silo, detail="silo token on admin endpoint"
+            )
+            raise HubError(403, "this endpoint needs the admin token")
+        return c
+
+    def federation(fed: str) -> tuple[int, Requirements]:
+        try:
+            check_name("federation", fed)
+        except PushRefused:
+            raise HubError(404, "no such federation") from None
+        with cache_lock:
+            hit = fed_cache.get(fed)
+        if hit:
+            return hit
+        with Session() as s:
+            f = s.execute(select(db.Federation).where(db.Federation.name == fed)).scalar_one_or_none()
+        if f is None:
+            raise HubError(404, "no such federation")
+        out = (f.id, requirements_of(f))
+        with cache_lock:
+            fed_cache[fed] = out
+        return out
+
+    def member(fed: str, c: Caller, *, allow_admin: bool) -> tuple[int, Requirements]:
+        if c.kind == "admin":
+            if not allow_admin:
+                raise HubError(403, "the admin token cannot act as a silo")
+            return federation(fed)
+        if c.federation != fed:
+            audit(
+                "auth",
+                "refused",
+                federation=c.federation,
+                silo=c.silo,
+                detail=f"token scoped to another federation tried {fed[:64]!r}",
+            )
+            raise HubError(403, "this token belongs to another federation")
+        return federation(fed)
+
+    # ---------------------------------------------------------------- routes
+    @app.get("/v1/health", tags=["meta"])
+    def health() -> dict[str, str]:
+        return {"status": "ok", "api": API_VERSION}
+
+    @app.get("/v1/whoami", tags=["meta"])
+    def whoami(c: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        return {"kind": c.kind, "silo": c.silo, "federation": c.federation}
+
+    @app.post("/v1/federations", status_code=201, tags=["admin"])
+    def create_federation(body: CreateFederation, _: Annotated[Caller, Depends(admin)]) -> dict[str, Any]:
+        check_name("federation", body.name)
+        schema, spec = check_requirements(
+            body.data_schema, body.decoder_spec, body.max_epsilon, body.max_delta, body.silo_epsilon_budget
+        )
+        sd, pd_ = schema.to_dict(), spec.to_dict()
+        if "\\u0000" in json.dumps([sd, pd_]):  # PostgreSQL JSON cannot hold NUL characters
+            raise PushRefused("schema and spec may not contain NUL characters")
+        try:
+            with Session.begin() as s:
+                s.add(
+                    db.Federation(
+                        name=body.name,
+                        schema_json=sd,
+                        schema_hash=schema.hash(),
+                        spec_json=pd_,
+                        max_epsilon=body.max_epsilon,
+                        max_delta=body.max_delta,
+                        silo_epsilon_budget=body.silo_epsilon_budget,
+                    )
+                )
+                s.add(
+                    db.AuditEvent(federation=body.name, action="create-federation", outcome="ok", detail="")
+                )
+        except IntegrityError:
+            raise HubError(409, f"federation {body.name!r} already exists") from None
+        return federation(body.name)[1].to_dict()
+
+    @app.get("/v1/federations", tags=["admin"])
+    def list_federations(_: Annotated[Caller, Depends(admin)]) -> list[dict[str, Any]]:
+        with Session() as s:
+            feds = s.execute(select(db.Federation).order_by(db.Federation.id)).scalars().all()
+            return [requirements_of(f).to_dict() for f in feds]
+
+    @app.post("/v1/federations/{fed}/silos", status_code=201, tags=["admin"])
+    def add_silo(fed: str, body: AddSilo, _: Annotated[Caller, Depends(admin)]) -> dict[str, str]:
+        fid, _req = federation(fed)
+        check_name("silo", body.name)
+        import secrets
+
+        token = "fsk_" + secrets.token_urlsafe(32)
+        try:
+            with Session.begin() as s:
+                s.add(db.Silo(federation_id=fid, name=body.name, token_hash=hash_token(token)))
+                s.add(
+                    db.AuditEvent(federation=fed, silo=body.name, action="add-silo", outcome="ok", detail="")
+                )
+        except IntegrityError:
+            raise HubError(409, f"silo {body.name!r} already exists in {fed!r}") from None
+        return {
+            "federation": fed,
+            "silo": body.name,
+            "token": token,
+            "note": "the token is shown only once; the hub stores only its hash",
+        }
+
+    @app.get("/v1/federations/{fed}/audit", tags=["admin"])
+    def get_audit(
+        fed: str, _: Annotated[Caller, Depends(admin)], limit: Annotated[int, Query(ge=1, le=10_000)] = 200
+    ) -> list[dict[str, Any]]:
+        federation(fed)
+        with Session() as s:
+            rows = (
+                s.execute(
+                    select(db.AuditEvent)
+                    .where(db.AuditEvent.federation == fed)
+                    .order_by(db.AuditEvent.id.desc())
+                    .limit(limit)
+                )
+                .scalars()
+                .all()
+            )
+            return [audit_dict(a) for a in rows]
+
+    @app.get("/v1/federations/{fed}/requirements", tags=["silo"])
+    def subscribe(fed: str, c: Annotated[Caller, Depends(caller)]) -> dict[str, Any]:
+        _fid, req = member(fed, c, allow_admin=True)
+        out = req.to_dict()
+        if c.kind == "silo":
+            with Session() as s:
+                silo = s.get(db.Silo, c.silo_id)
+                out.update(silo=c.silo, epsilon_spent=silo.epsilon_spent, delta_spent=silo.delta_spent)
+            audit("subscribe", "ok", federation=fed, silo=c.silo)
+        return out
+
+    @app.post("/v1/federations/{fed}/pushes", tags=["silo"])
+    def push(
+        fed: str,
+        c: Annotated[Caller, Depends(caller)],
+        response: Response,
+        cards: Annotated[list[UploadFile], File(description="one JSON card per generator")],
+        weights: Annotated[list[UploadFile], File(description="safetensors weights, same order as cards")],
+        note: Annotated[str, Form(max_length=200)] = "",
+    ) -> dict[str, Any]:
+        fid, req = member(fed, c, allow_admin=False)
+        try:
+            if len(cards) != len(weights):
+                raise PushRefused(f"{len(cards)} cards but {len(weights)} weight files; they must pair up")
+            # client-chosen file names are ignored: the store names everything by SHA-256
+            items = [(cf.file.read(), wf.file.read()) for cf, wf in zip(cards, weights, strict=True)]
+            vp = validate_generator_set(req, items)
+        except PushRefused as e:
+            audit("push", "refused", federation=fed, silo=c.silo, detail=str(e))
+            raise
+        with Session() as s:
+            dup = s.execute(
+                select(db.Push).where(db.Push.silo_id == c.silo_id, db.Push.content_hash == vp.content_hash)
+            ).scalar_one_or_none()
+        if dup is not None:
+            audit(
+                "push",
+                "ok",
+                federation=fed,
+                silo=c.silo,
+                sha256=vp.content_hash,
+                epsilon=0.0,
+                detail=f"repeat of push {dup.id}; nothing stored, nothing charged",
+            )
+            return push_result(dup, duplicate=True)
+        # 1) artifacts durable in the store (temp file, fsync, atomic rename) ...
+        for g in vp.generators:
+            store.put(g.weights)
+            store.put(g.card_bytes)
+        if fault_delay > 0:
+            time.sleep(fault_delay)
+        # 2) ... then one transaction: ledger charge (conditional UPDATE = atomic across processes),
+        #    push + generator rows, audit event.
+        try:
+            with Session.begin() as s:
+                silo = s.get(db.Silo, c.silo_id)
+                res = s.execute(
+                    update(db.Silo)
+                    .where(
+                        db.Silo.id == c.silo_id,
+                        db.Silo.epsilon_spent + vp.epsilon <= req.silo_epsilon_budget + 1e-12,
+                    )
+                    .values(
+                        epsilon_spent=db.Silo.epsilon_spent + vp.epsilon,
+                        delta_spent=db.Silo.delta_spent + vp.delta,
+                    )
+                )
+                if res.rowcount != 1:  # the with-block rolls back
+                    ledger_charge(silo.epsilon_spent, vp.epsilon, req.silo_epsilon_budget)  # raises 409
+                    raise PushRefused("privacy budget exceeded", 409)
+                p = db.Push(
+                    federation_id=fid,
+                    silo_id=c.silo_id,
+                    content_hash=vp.content_hash,
+                    epsilon=vp.epsilon,
+                    delta=vp.delta,
+                    n_generators=len(vp.generators),
+                    total_bytes=vp.total_bytes,
+                )
+                s.add(p)
+                s.flush()
+                for g in vp.generators:
+                    s.add(
+                        db.Generator(
+                            push_id=p.id,
+                            federation_id=fid,
+                            silo_id=c.silo_id,
+                            class_label=g.card.class_label,
+                            epsilon=g.card.epsilon,
+                            delta=g.card.delta,
+                            accountant=g.card.accountant[:64],
+                            card_created=g.card.created[:64],
+                            weights_sha256=g.card.weights_sha256,
+                            card_sha256=g.card_sha256,
+                            size=len(g.weights),
+                        )
+                    )
+                s.add(
+                    db.AuditEvent(
+                        federation=fed,
+                        silo=c.silo,
+                        action="push",
+                        outcome="ok",
+                        sha256=vp.content_hash,
+                        epsilon=vp.epsilon,
+                        detail=f"{len(vp.generators)} generators, {vp.total_bytes} bytes",
+                    )
+                )
+        except PushRefused as e:
+            audit(
+                "push",
+                "refused",
+                federation=fed,
+                silo=c.silo,
+                sha256=vp.content_hash,
+                epsilon=vp.epsilon,
+                detail=str(e),
+            )
+            raise
+        except IntegrityError:  # a concurrent identical push won the race: return that one
+            with Session() as s:
+                p = s.execute(
+                    select(db.Push).where(
+                        db.Push.silo_id == c.silo_id, db.Push.content_hash == vp.content_hash
+                    )
+                ).scalar_one()
+            return push_result(p, duplicate=True)
+        response.status_code = 201
+        return push_result(p, duplicate=False)
+
+    @app.get("/v1/federations/{fed}/pool", tags=["silo"])
+    def pool(
+        fed: str,
+        c: Annotated[Caller, Depends(caller)],
+        exclude_silo: Annotated[list[str] | None, Query(max_length=64)] = None,
+    ) -> list[dict[str, Any]]:
+        fid, _req = member(fed, c, allow_admin=True)
+        with Session() as s:
+            rows = s.execute(
+                select(db.Generator, db.Silo.name)
+                .join(db.Silo, db.Generator.silo_id == db.Silo.id)
+                .where(db.Generator.federation_id == fid)
+                .order_by(db.Generator.id)
+            ).all()
+        skip = set(exclude_silo or ())
+        return [generator_dict(g, name) for g, name in rows if name not in skip]
+
+    def generator_row(fid: int, gid: int) -> tuple[db.Generator, str]:
+        with Session() as s:
+            row = s.execute(
+                select(db.Generator, db.Silo.name)
+                .join(db.Silo, db.Generator.silo_id == db.Silo.id)
+                .where(db.Generator.id == gid, db.Generator.federation_id == fid)
+            ).first()
+        if row is None:
+            raise HubError(404, "no such generator in this federation")
+        return row[0], row[1]
+
+    GenId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
+
+    @app.get("/v1/federations/{fed}/generators/{gid}/card", tags=["silo"])
+    def get_card(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
+        fid, _req = member(fed, c, allow_admin=True)
+        g, _ = generator_row(fid, gid)
+        return Response(
+            store.get(g.card_sha256),
+            media_type="application/json",
+            headers={"X-Content-SHA256": g.card_sha256},
+        )
+
+    @app.get("/v1/federations/{fed}/generators/{gid}/weights", tags=["silo"])
+    def get_weights(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
+        fid, _req = member(fed, c, allow_admin=True)
+        g, owner = generator_row(fid, gid)
+        data = store.get(g.weights_sha256)
+        audit(
+            "pull",
+            "ok",
+            federation=fed,
+            silo=c.silo or "(admin)",
+            sha256=g.weights_sha256,
+            epsilon=g.epsilon,
+            detail=f"generator {g.id} of {owner}",
+        )
+        return Response(
+            data, media_type="application/octet-stream", headers={"X-Content-SHA256": g.weights_sha256}
+        )
+
+    @app.get("/dashboard", response_class=HTMLResponse, tags=["admin"])
+    def dashboard(
+        _: Annotated[Caller, Depends(admin)],
+        federation_name: Annotated[str | None, Query(alias="federation", max_length=64)] = None,
+    ) -> HTMLResponse:
+        with Session() as s:
+            q = select(db.Federation).order_by(db.Federation.id)
+            if federation_name:
+                q = q.where(db.Federation.name == federation_name)
+            feds = s.execute(q).scalars().all()
+            sections = []
+            for f in feds:
+                silos = (
+                    s.execute(select(db.Silo).where(db.Silo.federation_id == f.id).order_by(db.Silo.id))
+                    .scalars()
+                    .all()
+                )
+                names = {x.id: x.name for x in silos}
+                gens = (
+                    s.execute(
+                        select(db.Generator)
+                        .where(db.Generator.federation_id == f.id)
+                        .order_by(db.Generator.id)
+                    )
+                    .scalars()
+                    .all()
+                )
+                events = (
+                    s.execute(
+                        select(db.AuditEvent)
+                        .where(db.AuditEvent.federation == f.name)
+                        .order_by(db.AuditEvent.id.desc())
+                        .limit(50)
+                    )
+                    .scalars()
+                    .all()
+                )
+                sections.append(
+                    {
+                        "requirements": requirements_of(f).to_dict(),
+                        "silos": [
+                            {
+                                "name": x.name,
+                                "epsilon_spent": x.epsilon_spent,
+                                "delta_spent": x.delta_spent,
+                                "created": x.created.isoformat(timespec="seconds"),
+                            }
+                            for x in silos
+                        ],
+                        "pool": [generator_dict(g, names.get(g.silo_id, "?")) for g in gens],
+                        "audit": [audit_dict(a) for a in events],
+                    }
+                )
+        html = render_dashboard(sections)
+        return HTMLResponse(
+            html,
+            headers={
+                "Content-Security-Policy": CSP,
+                "Referrer-Policy": "no-referrer",
+            },
+        )
+
+    app.add_middleware(RateLimitMiddleware, rate_per_s=settings.rate_per_s, burst=settings.rate_burst)
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    return app
+
+
+def requirements_of(f: db.Federation) -> Requirements:
+    return Requirements.from_dict(
+        {
+            "federation": f.name,
+            "schema": f.schema_json,
+            "decoder_spec": f.spec_json,
+            "max_epsilon": f.max_epsilon,
+            "max_delta": f.max_delta,
+            "silo_epsilon_budget": f.silo_epsilon_budget,
+        }
+    )
+
+
+def generator_dict(g: db.Generator, silo: str) -> dict[str, Any]:
+    return {
+        "id": g.id,
+        "silo": silo,
+        "class_label": g.class_label,
+        "epsilon": g.epsilon,
+        "delta": g.delta,
+        "accountant": g.accountant,
+        "created": g.card_created,
+        "size": g.size,
+        "weights_sha256": g.weights_sha256,
+        "card_sha256": g.card_sha256,
+        "push_id": g.push_id,
+    }
+
+
+def audit_dict(a: db.AuditEvent) -> dict[str, Any]:
+    return {
+        "id": a.id,
+        "time": a.time.isoformat(timespec="seconds") if a.time else None,
+        "federation": a.federation,
+        "silo": a.silo,
+        "action": a.action,
+        "outcome": a.outcome,
+        "sha256": a.sha256,
+        "epsilon": a.epsilon,
+        "detail": a.detail,
+    }
+
+
+def push_result(p: db.Push, *, duplicate: bool) -> dict[str, Any]:
+    return {
+        "push_id": p.id,
+        "content_hash": p.content_hash,
+        "epsilon": p.epsilon,
+        "delta": p.delta,
+        "generators": p.n_generators,
+        "bytes": p.total_bytes,
+        "duplicate": duplicate,
+    }
+
+
+def settings_from_env(db_url: str, store_dir: str | Path, admin_token: str, **kw: Any) -> HubSettings:
+    return HubSettings(
+        db_url=db_url, store_dir=str(store_dir), admin_token_hash=hash_token(admin_token), **kw
+    )
