@@ -1,0 +1,351 @@
+"""Flower ServerApp / ClientApp whose rounds return the exact integer sum of client vectors via SecAgg+.
+
+The apps are thin adapters. All algorithmic state lives in two plain objects:
+
+* server side, a :class:`SumDriver`: ``next_request()`` returns the next :class:`SumRequest` (a JSON-able
+  payload for the clients, who participates, the public per-client bound) or ``None`` when done;
+  ``receive(result)`` gets the :class:`~fedsynth.flaim.secure_sum.SumResult` (exact sum over the
+  survivors, their ids, bytes per client counted from the serialised Flower messages);
+* client side, a ``VectorFn``: ``(partition_id, payload) -> int64 vector`` computed from local data.
+
+Each request runs one Flower ``SecAggPlusWorkflow`` (legacy API) with the settings of
+:mod:`fedsynth.federated.exact_sum`; the ClientApp carries ``secaggplus_mod``. A client that fails
+after key sharing (e.g. crashes while computing its vector) is dropped and the sum over the survivors
+is still exact. A client lost during setup/key sharing makes Flower 1.41 halt the round (it asks the
+survivors for key shares the lost client never distributed, and they refuse): we then rerun the round
+once without the lost clients (``SecAggSettings.retry_without_early_dropouts``; no share was revealed in
+the halted round) or raise :class:`~fedsynth.flaim.secure_sum.SecureSumAborted`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol, cast
+
+import numpy as np
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message
+from flwr.client import NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp import ClientApp
+from flwr.common import FitIns, GetPropertiesIns, parameters_to_ndarrays
+from flwr.common.constant import MessageTypeLegacy
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key, Stage
+from flwr.common.serde import message_to_proto
+from flwr.compat.common import recorddict_compat as compat
+from flwr.server.client_manager import SimpleClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.compat.grid_client_proxy import GridClientProxy
+from flwr.server.compat.legacy_context import LegacyContext
+from flwr.server.strategy import Strategy
+from flwr.server.workflow import SecAggPlusWorkflow
+from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
+from flwr.server.workflow.constant import Key as WorkflowKey
+from flwr.serverapp import ServerApp
+from flwr.serverapp.grid import Grid
+
+from fedsynth.federated.exact_sum import LimbPlan, decode, encode, plan_exact_sum
+from fedsynth.flaim.secure_sum import SecureSumAborted, SumResult
+
+VectorFn = Callable[[int, Mapping[str, Any]], np.ndarray]
+PARTITION_KEY = "partition-id"
+
+
+@dataclass
+class SumRequest:
+    payload: dict[str, Any]  # JSON-able instruction for the clients (e.g. which marginal to answer)
+    bound: int  # public bound on each client's |value|
+    participants: list[int] | None = None  # partition ids; None = every connected client
+
+
+class SumDriver(Protocol):
+    def next_request(self) -> SumRequest | None: ...
+
+    def receive(self, result: SumResult) -> None: ...
+
+
+@dataclass
+class SecAggSettings:
+    num_shares: int | float = 1.0  # 1.0 = every participant shares with every other (SecAgg)
+    reconstruction_threshold: int | float = 0.5
+    timeout: float | None = None  # seconds per stage; None waits for every reply
+    min_nodes: int = 2
+    wait_nodes_s: float = 120.0
+    # Flower halts a round when a client is lost during setup/key sharing; we then rerun the round
+    # once without the lost clients (nothing was unmasked in the halted round: no share was revealed).
+    retry_without_early_dropouts: bool = True
+
+
+# ----------------------------------------------------------------------------- traffic counting
+
+
+def _stage(msg: Message) -> str:
+    cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
+    return str(cfg.get(Key.STAGE, "")) if cfg is not None else ""
+
+
+class CountingGrid(Grid):
+    """Delegating Grid that counts the serialised size of every message to/from each node."""
+
+    def __init__(self, inner: Grid) -> None:
+        self.inner = inner
+        self.to_node: dict[int, int] = {}
+        self.from_node: dict[int, int] = {}
+        self.lost: list[tuple[int, str]] = []  # (node, SecAgg+ stage) with no reply or an error reply
+
+    def set_run(self, run: Any) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Any:
+        return self.inner.run
+
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+        return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
+
+    def get_node_ids(self) -> Iterable[int]:
+        return self.inner.get_node_ids()
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        messages = list(messages)
+        self._count_out(messages)
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        replies = list(self.inner.pull_messages(message_ids))
+        self._count_in(replies)
+        return replies
+
+    def send_and_receive(
+        self, messages: Iterable[Message], *, timeout: float | None = None
+    ) -> Iterable[Message]:
+        messages = list(messages)
+        self._count_out(messages)
+        replies = list(self.inner.send_and_receive(messages, timeout=timeout))
+        self._count_in(replies)
+        ok = {r.metadata.src_node_id for r in replies if not r.has_error()}
+        for m in messages:
+            if m.metadata.dst_node_id not in ok:
+                self.lost.append((m.metadata.dst_node_id, _stage(m)))
+        return replies
+
+    def _count_out(self, messages: list[Message]) -> None:
+        for m in messages:
+            nid = m.metadata.dst_node_id
+            self.to_node[nid] = self.to_node.get(nid, 0) + message_to_proto(m).ByteSize()
+
+    def _count_in(self, replies: list[Message]) -> None:
+        for m in replies:
+            nid = m.metadata.src_node_id
+            self.from_node[nid] = self.from_node.get(nid, 0) + message_to_proto(m).ByteSize()
+
+
+# ----------------------------------------------------------------------------- server side
+
+
+class _ExactSumStrategy(Strategy):
+    """Legacy strategy used for one SecAgg+ round: sends the request, decodes the exact sum."""
+
+    def __init__(self, proxies: list[ClientProxy], config: dict[str, Any], plan: LimbPlan) -> None:
+        self.proxies = proxies
+        self.config = config
+        self.plan = plan
+        self.total: np.ndarray | None = None
+        self.survivors: list[int] = []
+        self.failures = 0
+
+    def initialize_parameters(self, client_manager):  # type: ignore[no-untyped-def]
+        return None
+
+    def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        return [(p, FitIns(parameters, dict(self.config))) for p in self.proxies]
+
+    def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
+        self.failures = len(failures)
+        if not results:
+            return None, {}
+        mean = parameters_to_ndarrays(results[0][1].parameters)
+        self.survivors = sorted(int(r.metrics[PARTITION_KEY]) for _, r in results)
+        self.total = decode(np.concatenate([a.reshape(-1) for a in mean]), len(results), self.plan)
+        return None, {}
+
+    def configure_evaluate(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+        return []
+
+    def aggregate_evaluate(self, server_round, results, failures):  # type: ignore[no-untyped-def]
+        return None, {}
+
+    def evaluate(self, server_round, parameters):  # type: ignore[no-untyped-def]
+        return None
+
+
+def _discover(grid: Grid, settings: SecAggSettings) -> dict[int, int]:
+    """Wait for the nodes and ask each for its partition id: node_id -> partition id."""
+    deadline = time.monotonic() + settings.wait_nodes_s
+    while True:
+        nodes = sorted(grid.get_node_ids())
+        if len(nodes) >= settings.min_nodes:
+            break
+        if time.monotonic() > deadline:
+            raise SecureSumAborted(f"only {len(nodes)} nodes connected (need {settings.min_nodes})")
+        time.sleep(0.5)
+    content = compat.getpropertiesins_to_recorddict(GetPropertiesIns({}))
+    msgs = [Message(content, nid, MessageTypeLegacy.GET_PROPERTIES, group_id="0") for nid in nodes]
+    mapping: dict[int, int] = {}
+    for reply in grid.send_and_receive(msgs, timeout=settings.timeout):
+        if reply.has_error():
+            continue
+        props = compat.recorddict_to_getpropertiesres(reply.content).properties
+        mapping[reply.metadata.src_node_id] = int(props[PARTITION_KEY])
+    if len(set(mapping.values())) != len(mapping):
+        raise SecureSumAborted(f"two nodes claim the same partition id: {sorted(mapping.values())}")
+    return mapping
+
+
+def run_secure_sum_rounds(
+    grid: Grid, context: Context, driver: SumDriver, settings: SecAggSettings | None = None
+) -> list[SumResult]:
+    """Server main loop: one SecAgg+ round per driver request until the driver returns None."""
+    settings = settings or SecAggSettings()
+    cgrid = CountingGrid(grid)
+    node_to_pid = _discover(cgrid, settings)
+    pid_to_node = {p: n for n, p in node_to_pid.items()}
+    manager = SimpleClientManager()
+    proxies = {nid: GridClientProxy(nid, cgrid, grid.run.run_id) for nid in node_to_pid}
+    for p in proxies.values():
+        manager.register(p)
+    history: list[SumResult] = []
+    rnd = 0
+    while (req := driver.next_request()) is not None:
+        rnd += 1
+        pids = sorted(pid_to_node) if req.participants is None else sorted(req.participants)
+        missing = [p for p in pids if p not in pid_to_node]
+        if missing:
+            raise SecureSumAborted(f"participants {missing} are not connected")
+        res = _one_round(cgrid, context, manager, proxies, pid_to_node, node_to_pid, req, pids, rnd, settings)
+        driver.receive(res)
+        history.append(res)
+    return history
+
+
+def _one_round(
+    cgrid: CountingGrid,
+    context: Context,
+    manager: SimpleClientManager,
+    proxies: dict[int, GridClientProxy],
+    pid_to_node: dict[int, int],
+    node_to_pid: dict[int, int],
+    req: SumRequest,
+    pids: list[int],
+    rnd: int,
+    settings: SecAggSettings,
+) -> SumResult:
+    before_to, before_from = dict(cgrid.to_node), dict(cgrid.from_node)
+    attempt_pids = list(pids)
+    for attempt in range(2 if settings.retry_without_early_dropouts else 1):
+        plan = plan_exact_sum(req.bound, max(2, len(attempt_pids)))
+        config = {"request": json.dumps(req.payload), **plan.to_config()}
+        strategy = _ExactSumStrategy([proxies[pid_to_node[p]] for p in attempt_pids], config, plan)
+        lctx = LegacyContext(context, strategy=strategy, client_manager=manager)
+        context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: rnd})
+        context.state.array_records[MAIN_PARAMS_RECORD] = ArrayRecord()
+        cgrid.lost.clear()
+        workflow = SecAggPlusWorkflow(
+            settings.num_shares,
+            settings.reconstruction_threshold,
+            timeout=settings.timeout,
+            **plan.workflow_kwargs(),  # type: ignore[arg-type]
+        )
+        workflow(cgrid, lctx)
+        if strategy.total is not None:
+            break
+        early = {node_to_pid[n] for n, st in cgrid.lost if st in (Stage.SETUP, Stage.SHARE_KEYS)}
+        attempt_pids = [p for p in attempt_pids if p not in early]
+        if attempt == 0 and early and len(attempt_pids) >= 2 and settings.retry_without_early_dropouts:
+            continue
+        raise SecureSumAborted(
+            f"SecAgg+ round {rnd} halted (clients lost before key sharing: {sorted(early) or 'none'})"
+        )
+    assert strategy.total is not None
+    sent = {node_to_pid[n]: v - before_from.get(n, 0) for n, v in cgrid.from_node.items() if n in node_to_pid}
+    recv = {node_to_pid[n]: v - before_to.get(n, 0) for n, v in cgrid.to_node.items() if n in node_to_pid}
+    return SumResult(
+        strategy.total,
+        strategy.survivors,
+        {p: sent.get(p, 0) for p in pids},
+        {p: recv.get(p, 0) for p in pids},
+    )
+
+
+def make_server_app(
+    driver_factory: Callable[[Context], SumDriver], settings: SecAggSettings | None = None
+) -> ServerApp:
+    app = ServerApp()
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        run_secure_sum_rounds(grid, context, driver_factory(context), settings)
+
+    return app
+
+
+# ----------------------------------------------------------------------------- client side
+
+
+class _SumClient(NumPyClient):
+    def __init__(self, pid: int, vector_fn: VectorFn) -> None:
+        self.pid = pid
+        self.vector_fn = vector_fn
+
+    def get_properties(self, config: dict) -> dict:  # type: ignore[override]
+        return {PARTITION_KEY: self.pid}
+
+    def fit(self, parameters: list, config: dict) -> tuple[list[np.ndarray], int, dict]:  # type: ignore[override]
+        plan = LimbPlan.from_config(config)
+        x = self.vector_fn(self.pid, json.loads(cast(str, config["request"])))
+        # num_examples == max_weight (1): the weight factor is exactly one quantum, see exact_sum
+        return [encode(x, plan)], 1, {PARTITION_KEY: self.pid}
+
+
+def partition_id(context: Context) -> int:
+    if PARTITION_KEY not in context.node_config:
+        raise ValueError(f"node_config has no '{PARTITION_KEY}' (start the SuperNode with --node-config)")
+    return int(context.node_config[PARTITION_KEY])
+
+
+def make_client_app(vector_fn_factory: Callable[[Context], VectorFn]) -> ClientApp:
+    def client_fn(context: Context):  # type: ignore[no-untyped-def]
+        return _SumClient(partition_id(context), vector_fn_factory(context)).to_client()
+
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])
+
+
+@dataclass
+class ScriptedDriver:
+    """A driver that sends a fixed list of requests and keeps the results (tests, benchmarks)."""
+
+    requests: list[SumRequest]
+    results: list[SumResult] = field(default_factory=list)
+
+    def next_request(self) -> SumRequest | None:
+        i = len(self.results)
+        return self.requests[i] if i < len(self.requests) else None
+
+    def receive(self, result: SumResult) -> None:
+        self.results.append(result)
+
+
+__all__ = [
+    "CountingGrid",
+    "ScriptedDriver",
+    "SecAggSettings",
+    "SumDriver",
+    "SumRequest",
+    "VectorFn",
+    "make_client_app",
+    "make_server_app",
+    "partition_id",
+    "run_secure_sum_rounds",
+]
