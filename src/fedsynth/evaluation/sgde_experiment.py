@@ -1,0 +1,171 @@
+"""The SGDE experiment (paper Tables I and III) on one machine.
+
+For each seed: split the training set into ``silos`` non-overlapping random shares of
+``fraction`` (paper: 20 × 5 %); every silo trains its DP generator set; the pool is every
+silo's decoders. Per silo, five scenarios, each scored on the silo's local data (*local_eval*,
+Table I) and on the test split (*test_eval*, Table III):
+
+* ``local`` — the silo's own data. local_eval: 10-fold CV; test_eval: trained on all of it.
+* ``federated`` — FedAvg logistic regression over all silos' private data (Flower strategy).
+* ``synthetic`` — trained only on class-balanced synthetic rows drawn uniformly from the pool;
+  predictions shifted to the silo's own class prior (Bayes' rule; the silo knows its prior,
+  nothing leaves it). ``synthetic_balanced`` is the same model without that shift (the paper's).
+* ``local_plus_synthetic`` — the silo's data plus the synthetic rows. local_eval: 10-fold CV on
+  the local part (synthetic rows always in training).
+* ``pooled_real`` — all silos' real data pooled (the non-private ceiling).
+
+Metrics are averaged over silos, then mean ± sd over seeds.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sklearn.model_selection import StratifiedKFold
+
+from fedsynth.data.datasets import BenchmarkData
+from fedsynth.data.encoders import TableEncoder, encode_target
+from fedsynth.data.partition import equal_shares
+from fedsynth.evaluation.classifiers import fit_proba
+from fedsynth.evaluation.metrics import METRICS, mean_sd, score
+from fedsynth.federated.fedavg import predict_proba, run_fedavg
+from fedsynth.generators.sgde import GeneratorPool, GeneratorSet, fit_generator_set
+from fedsynth.generators.vae import VAEConfig
+
+SCENARIOS = ("local", "federated", "synthetic", "synthetic_balanced", "local_plus_synthetic", "pooled_real")
+EVALS = ("local_eval", "test_eval")
+
+
+@dataclass
+class SGDEConfig:
+    silos: int = 20
+    fraction: float = 0.05
+    epsilon: float = 1.0
+    delta: float | None = None  # None: per-class δ = 1/(10·|D_c|) rounded down
+    synthetic_rows: int = 5000
+    cv_folds: int = 10
+    vae: VAEConfig = field(default_factory=VAEConfig)
+    eval_silos: int | None = None  # score only the first k silos (all train generators)
+
+
+Progress = Callable[[str, int, int], None]
+
+
+def _cv_scores(
+    bench: BenchmarkData, local: pd.DataFrame, folds: int, seed: int, extra: pd.DataFrame | None = None
+) -> dict[str, float]:
+    """k-fold CV on the local table; ``extra`` rows (synthetic) are added to every training fold."""
+    s = bench.schema
+    y = local[s.target].astype(str).to_numpy()
+    _, counts = np.unique(y, return_counts=True)
+    k = int(min(folds, counts.min())) if len(counts) > 1 else 0
+    if k < 2:
+        return {m: float("nan") for m in METRICS}
+    proba = np.zeros((len(local), len(s.classes)))
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(local, y):
+        train = local.iloc[tr] if extra is None else pd.concat([local.iloc[tr], extra], ignore_index=True)
+        proba[te] = fit_proba(s, train, [local.iloc[te]], seed=seed)[0]
+    return score(y, proba, list(s.classes), bench.positive)
+
+
+def _prior(df: pd.DataFrame, classes: tuple[str, ...], target: str) -> np.ndarray:
+    y = df[target].astype(str).to_numpy()
+    return np.array([np.mean(y == c) for c in classes])
+
+
+def run_seed(
+    bench: BenchmarkData, cfg: SGDEConfig, seed: int, progress: Progress | None = None
+) -> dict[str, Any]:
+    """One seed of the experiment: returns per-scenario metrics averaged over silos + timing."""
+    s = bench.schema
+    train, test = bench.train, bench.test
+    parts = equal_shares(len(train), cfg.silos, cfg.fraction, seed=seed)
+    silo_frames = [train.iloc[p].reset_index(drop=True) for p in parts]
+    timing: dict[str, float] = {}
+
+    # 1. every silo trains its generator set (the only thing that leaves a silo)
+    t0 = time.perf_counter()
+    sets: list[GeneratorSet] = []
+    for i, df in enumerate(silo_frames):
+        sets.append(fit_generator_set(df, s, epsilon=cfg.epsilon, delta=cfg.delta, config=cfg.vae, seed=seed * 100 + i))
+        if progress:
+            progress("generators", i + 1, cfg.silos)
+    timing["generators_total_s"] = time.perf_counter() - t0
+    timing["generators_per_silo_s"] = timing["generators_total_s"] / cfg.silos
+    pool = GeneratorPool(s, [g for k, gs in enumerate(sets) for g in gs.as_loaded(f"silo-{k}")])
+
+    # 2. FedAvg over the silos' private data (public-schema encoding)
+    t0 = time.perf_counter()
+    enc = TableEncoder(s)
+    fed = run_fedavg(
+        [(enc.transform(df), encode_target(df[s.target], s)) for df in silo_frames], len(s.classes), seed=seed
+    )
+    timing["fedavg_s"] = time.perf_counter() - t0
+
+    # 3. pooled real data (ceiling)
+    t0 = time.perf_counter()
+    pooled = pd.concat(silo_frames, ignore_index=True)
+    n_eval = cfg.eval_silos or cfg.silos
+    pooled_probas = fit_proba(s, pooled, [test, *silo_frames[:n_eval]], seed=seed)
+    timing["pooled_s"] = time.perf_counter() - t0
+
+    classes, pos = list(s.classes), bench.positive
+    per: dict[str, dict[str, list[dict[str, float]]]] = {sc: {e: [] for e in EVALS} for sc in SCENARIOS}
+    fed_test = predict_proba(fed.params, enc.transform(test))
+    y_test = test[s.target].astype(str).to_numpy()
+    t_eval = time.perf_counter()
+    for i in range(n_eval):
+        local = silo_frames[i]
+        y_loc = local[s.target].astype(str).to_numpy()
+        prior = _prior(local, s.classes, s.target)
+        synth = pool.sample(cfg.synthetic_rows, seed=seed * 1000 + i)
+        # local
+        per["local"]["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed))
+        per["local"]["test_eval"].append(score(y_test, fit_proba(s, local, [test], seed=seed)[0], classes, pos))
+        # federated
+        per["federated"]["local_eval"].append(score(y_loc, predict_proba(fed.params, enc.transform(local)), classes, pos))
+        per["federated"]["test_eval"].append(score(y_test, fed_test, classes, pos))
+        # synthetic (balanced pool sample), with and without the local prior shift
+        p_loc, p_test = fit_proba(s, synth, [local, test], seed=seed)
+        per["synthetic_balanced"]["local_eval"].append(score(y_loc, p_loc, classes, pos))
+        per["synthetic_balanced"]["test_eval"].append(score(y_test, p_test, classes, pos))
+        p_loc, p_test = fit_proba(s, synth, [local, test], seed=seed, prior=prior)
+        per["synthetic"]["local_eval"].append(score(y_loc, p_loc, classes, pos))
+        per["synthetic"]["test_eval"].append(score(y_test, p_test, classes, pos))
+        # local + synthetic
+        per["local_plus_synthetic"]["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, extra=synth))
+        per["local_plus_synthetic"]["test_eval"].append(
+            score(y_test, fit_proba(s, pd.concat([local, synth], ignore_index=True), [test], seed=seed)[0], classes, pos)
+        )
+        # pooled real
+        per["pooled_real"]["local_eval"].append(score(y_loc, pooled_probas[1 + i], classes, pos))
+        per["pooled_real"]["test_eval"].append(score(y_test, pooled_probas[0], classes, pos))
+        if progress:
+            progress("evaluation", i + 1, n_eval)
+    timing["evaluation_s"] = time.perf_counter() - t_eval
+    avg = {
+        sc: {e: {m: float(np.nanmean([d[m] for d in per[sc][e]])) for m in METRICS} for e in EVALS}
+        for sc in SCENARIOS
+    }
+    return {
+        "scenarios": avg,
+        "epsilon_spent_max": max(gs.epsilon for gs in sets),
+        "delta_max": max(gs.delta for gs in sets),
+        "generators": sum(len(gs.cards) for gs in sets),
+        "skipped_classes": [m for gs in sets for m in gs.skipped],
+        "fedavg_rounds": fed.rounds,
+        "timing": timing,
+    }
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Mean ± sd over seeds in the JSON layout of ``fedsynth bench sgde``."""
+    out: dict[str, Any] = {}
+    for sc in SCENARIOS:
+        out[sc] = {e: mean_sd([r["scenarios"][sc][e] for r in runs]) for e in EVALS}
+    return out
