@@ -1,4 +1,4 @@
-"""Shared fixtures for the hub tests (imported explicitly: ``from conftest_hub import ...``).
+"""Shared fixtures for the hub tests (imported explicitly: ``from tests.conftest_hub import ...``).
 
 Real hub processes on 127.0.0.1, real databases: SQLite files, and PostgreSQL when
 ``FEDSYNTH_TEST_PG_URL`` is set (each test session gets its own throw-away database in it).

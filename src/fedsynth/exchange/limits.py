@@ -35,10 +35,6 @@ async def _json_response(
     await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 class BodyLimitMiddleware:
     """Answer 413 for bodies over ``max_bytes``: from Content-Length before reading anything, and
     for chunked uploads as soon as the running count passes the cap (the rest is never read)."""
@@ -65,27 +61,35 @@ class BodyLimitMiddleware:
                     return
         seen = 0
         started = False
+        rejected = False
 
         async def limited_receive() -> Message:
-            nonlocal seen
+            # On overflow answer 413 ourselves and tell the app the client went away, so no
+            # framework error handler can turn it into another status, and nothing more is read.
+            nonlocal seen, rejected
+            if rejected:
+                return {"type": "http.disconnect"}
             msg = await receive()
             if msg["type"] == "http.request":
                 seen += len(msg.get("body", b""))
                 if seen > self.max_bytes:
-                    raise _TooLarge
+                    rejected = True
+                    if not started:
+                        await _json_response(
+                            send, 413, f"request body exceeds the {self.max_bytes}-byte limit"
+                        )
+                    return {"type": "http.disconnect"}
             return msg
 
         async def tracking_send(msg: Message) -> None:
             nonlocal started
+            if rejected:
+                return  # the 413 has been sent; drop whatever the app answers
             if msg["type"] == "http.response.start":
                 started = True
             await send(msg)
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _TooLarge:
-            if not started:
-                await _json_response(send, 413, f"request body exceeds the {self.max_bytes}-byte limit")
+        await self.app(scope, limited_receive, tracking_send)
 
 
 class RateLimitMiddleware:

@@ -1,0 +1,202 @@
+"""Hostile uploads and requests against a real hub process (SQLite): pickles, malformed tensors,
+path traversal in every name field, rate limiting."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import os
+import pickle
+import struct
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from safetensors.torch import save as st_save
+
+from fedsynth.artifacts.decoder import GeneratorCard, decoder_to_bytes, sha256_bytes
+from fedsynth.exchange.client import HubAdmin, HubClient, HubError
+from fedsynth.exchange.process import RunningHub
+from fedsynth.generators.nets import build_decoder
+from tests.conftest_hub import make_set, start_hub, tiny_schema, tiny_spec
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
+    tmp = tmp_path_factory.mktemp("hubsec")
+    for hub in start_hub("sqlite", tmp):
+        adm = HubAdmin(hub.url, hub.admin_token)
+        s = tiny_schema()
+        spec = tiny_spec(s)
+        adm.create_federation("sec", s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+        tok = adm.add_silo("sec", "mallory")
+        yield {
+            "hub": hub,
+            "admin": adm,
+            "schema": s,
+            "spec": spec,
+            "token": tok,
+            "tmp": tmp,
+            "client": HubClient(hub.url, tok),
+        }
+
+
+class Evil:
+    """Unpickling this creates a directory: the observable side effect that must never happen."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = str(marker)
+
+    def __reduce__(self):  # type: ignore[no-untyped-def]
+        return (os.mkdir, (self.marker,))
+
+
+def _push_weights(env: dict, payload: bytes, *, name: str = "class-0.safetensors") -> HubError:
+    """Push ``payload`` as weights with an otherwise valid card whose hash matches it."""
+    s, spec = env["schema"], env["spec"]
+    card = GeneratorCard(
+        spec=spec.to_dict(),
+        schema_hash=s.hash(),
+        class_label="yes",
+        epsilon=1.0,
+        delta=1e-6,
+        accountant="rdp",
+        weights_sha256=sha256_bytes(payload),
+    )
+    files = [
+        ("cards", ("c.json", card.to_json().encode(), "application/json")),
+        ("weights", (name, payload, "application/octet-stream")),
+    ]
+    with pytest.raises(HubError) as e:
+        env["client"].push_raw(files)
+    return e.value
+
+
+def test_pickle_payloads_refused_and_never_executed(env: dict, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    raw = pickle.dumps(Evil(marker), protocol=4)
+    # sanity: the payload really is live (unpickling it in a throw-away spot has the side effect)
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(Evil(probe)))
+    assert probe.is_dir()
+    buf = io.BytesIO()
+    torch.save({"net.0.weight": Evil(marker)}, buf)  # torch.save zip container with the same gadget
+    proto0 = pickle.dumps(Evil(marker), protocol=0)
+    for payload in (raw, buf.getvalue(), proto0):
+        err = _push_weights(env, payload)
+        assert err.status == 422, err.detail
+        assert "safetensors" in err.detail or "pickle" in err.detail
+    time.sleep(0.2)
+    assert not marker.exists(), "the hub unpickled an upload"
+    assert not any(env["client"].list_pool())
+
+
+def test_malformed_tensors_refused(env: dict) -> None:
+    spec = env["spec"]
+    dec = build_decoder(spec)
+    good = {k: v.detach().clone() for k, v in dec.state_dict().items()}
+    first = next(iter(good))
+    nan = dict(good)
+    nan[first] = good[first].clone()
+    nan[first][0, 0] = float("nan")
+    wrong_shape = dict(good)
+    wrong_shape[first] = torch.zeros(good[first].shape[0] + 1, good[first].shape[1])
+    wrong_dtype = {k: v.double() for k, v in good.items()}
+    renamed = {("x." + k if k == first else k): v for k, v in good.items()}
+    extra = {**good, "backdoor": torch.zeros(3)}
+    for tensors, reason in (
+        (nan, "NaN"),
+        (wrong_shape, "shape"),
+        (wrong_dtype, "dtype"),
+        (renamed, "names"),
+        (extra, "names"),
+    ):
+        err = _push_weights(env, st_save(tensors))
+        assert err.status == 422 and reason in err.detail, err.detail
+    blob = decoder_to_bytes(dec)
+    for payload, reason in (
+        (blob[:-10], "truncated"),
+        (blob + b"\x00" * 8, "padded"),
+        (struct.pack("<Q", 1 << 40) + b"{}", "header"),
+        (b"", "truncated"),
+    ):
+        err = _push_weights(env, payload)
+        assert err.status == 422 and reason in err.detail, (reason, err.detail)
+
+
+def test_path_traversal_in_every_name_field(env: dict) -> None:
+    hub: RunningHub = env["hub"]
+    adm: HubAdmin = env["admin"]
+    s, spec = env["schema"], env["spec"]
+    store = Path(hub.store_dir).resolve()
+    outside = env["tmp"].parent
+    evil_names = [
+        "../../evil",
+        "..",
+        "../",
+        "a/../../b",
+        "/etc/passwd",
+        "..\\..\\evil",
+        "evil\x00.txt",
+        "%2e%2e%2f",
+    ]
+    before = set(outside.rglob("*"))
+    for n in evil_names:  # federation and silo names
+        with pytest.raises(HubError) as e:
+            adm.create_federation(n, s, spec)
+        assert e.value.status == 422
+        with pytest.raises(HubError) as e:
+            adm.add_silo("sec", n)
+        assert e.value.status == 422
+    # path parameters
+    h = {"Authorization": f"Bearer {env['token']}"}
+    for p in (
+        "/v1/federations/..%2F..%2Fetc/pool",
+        "/v1/federations/%2e%2e/pool",
+        "/v1/federations/sec/generators/..%2F1/weights",
+    ):
+        assert httpx.get(hub.url + p, headers=h).status_code in (403, 404, 422)
+    # upload file names and the card's class label
+    g = make_set(s, spec, epsilon=0.2, seed=5)
+    files = []
+    for i, (d, c) in enumerate(zip(g.decoders, g.cards, strict=True)):
+        files.append(("cards", (f"../../../../evil-card-{i}.json", c.to_json().encode(), "application/json")))
+        files.append(
+            ("weights", (f"/tmp/../{outside}/evil-w-{i}", decoder_to_bytes(d), "application/octet-stream"))
+        )
+    res = env["client"].push_raw(files)  # content is valid: accepted, names ignored
+    assert res.generators == 2
+    bad = make_set(s, spec, seed=6)
+    bad.cards[0] = dataclasses.replace(bad.cards[0], class_label="../../evil")
+    with pytest.raises(HubError) as e:
+        env["client"].push(bad)
+    assert e.value.status == 422 and "not a class" in e.value.detail
+    # nothing was written outside the store, and inside it only content-addressed blobs
+    after = set(outside.rglob("*"))
+    new_outside = {p for p in after - before if store not in p.resolve().parents and p.resolve() != store}
+    assert not new_outside, new_outside
+    for f in (store / "blobs").rglob("*"):
+        if f.is_file():
+            assert (
+                len(f.parent.name) == 2
+                and len(f.name) == 62
+                and all(ch in "0123456789abcdef" for ch in f.name)
+            )
+    assert not any("evil" in str(p) for p in store.rglob("*"))
+
+
+def test_rate_limit_429(tmp_path: Path) -> None:
+    for hub in start_hub("sqlite", tmp_path, rate_per_s=2.0, rate_burst=5):
+        adm = HubAdmin(hub.url, hub.admin_token)
+        codes = [httpx.get(f"{hub.url}/v1/federations", headers=adm._headers).status_code for _ in range(12)]
+        assert codes[:5] == [200] * 5 and 429 in codes
+        r = httpx.get(f"{hub.url}/v1/federations", headers=adm._headers)
+        assert r.status_code == 429 and int(r.headers["retry-after"]) >= 1
+        # per token: another caller is not throttled by the first one's burst
+        other = {"Authorization": "Bearer someone-else"}
+        assert httpx.get(f"{hub.url}/v1/federations", headers=other).status_code == 401
+        time.sleep(1.1)  # tokens refill
+        assert httpx.get(f"{hub.url}/v1/federations", headers=adm._headers).status_code == 200
