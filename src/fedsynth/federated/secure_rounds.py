@@ -204,27 +204,57 @@ def _discover(grid: Grid, settings: SecAggSettings) -> dict[int, int]:
     return mapping
 
 
+class FlowerSumChannel:
+    """Server-side handle for an imperative algorithm: ``channel(request) -> SumResult`` runs one round.
+
+    Built inside a ServerApp's ``main`` (it discovers the connected nodes and their partition ids
+    once). ``channel.partitions`` lists the connected partition ids.
+    """
+
+    def __init__(self, grid: Grid, context: Context, settings: SecAggSettings | None = None) -> None:
+        self.settings = settings or SecAggSettings()
+        self.context = context
+        self.grid = CountingGrid(grid)
+        self.node_to_pid = _discover(self.grid, self.settings)
+        self.pid_to_node = {p: n for n, p in self.node_to_pid.items()}
+        self.manager = SimpleClientManager()
+        self.proxies = {nid: GridClientProxy(nid, self.grid, grid.run.run_id) for nid in self.node_to_pid}
+        for proxy in self.proxies.values():
+            self.manager.register(proxy)
+        self.rounds = 0
+
+    @property
+    def partitions(self) -> list[int]:
+        return sorted(self.pid_to_node)
+
+    def __call__(self, req: SumRequest) -> SumResult:
+        pids = self.partitions if req.participants is None else sorted(req.participants)
+        missing = [p for p in pids if p not in self.pid_to_node]
+        if missing:
+            raise SecureSumAborted(f"participants {missing} are not connected")
+        self.rounds += 1
+        return _one_round(
+            self.grid,
+            self.context,
+            self.manager,
+            self.proxies,
+            self.pid_to_node,
+            self.node_to_pid,
+            req,
+            pids,
+            self.rounds,
+            self.settings,
+        )
+
+
 def run_secure_sum_rounds(
     grid: Grid, context: Context, driver: SumDriver, settings: SecAggSettings | None = None
 ) -> list[SumResult]:
     """Server main loop: one SecAgg+ round per driver request until the driver returns None."""
-    settings = settings or SecAggSettings()
-    cgrid = CountingGrid(grid)
-    node_to_pid = _discover(cgrid, settings)
-    pid_to_node = {p: n for n, p in node_to_pid.items()}
-    manager = SimpleClientManager()
-    proxies = {nid: GridClientProxy(nid, cgrid, grid.run.run_id) for nid in node_to_pid}
-    for p in proxies.values():
-        manager.register(p)
+    channel = FlowerSumChannel(grid, context, settings)
     history: list[SumResult] = []
-    rnd = 0
     while (req := driver.next_request()) is not None:
-        rnd += 1
-        pids = sorted(pid_to_node) if req.participants is None else sorted(req.participants)
-        missing = [p for p in pids if p not in pid_to_node]
-        if missing:
-            raise SecureSumAborted(f"participants {missing} are not connected")
-        res = _one_round(cgrid, context, manager, proxies, pid_to_node, node_to_pid, req, pids, rnd, settings)
+        res = channel(req)
         driver.receive(res)
         history.append(res)
     return history
@@ -339,6 +369,7 @@ class ScriptedDriver:
 
 __all__ = [
     "CountingGrid",
+    "FlowerSumChannel",
     "ScriptedDriver",
     "SecAggSettings",
     "SumDriver",
