@@ -36,6 +36,7 @@ class LocalGrid(Grid):
         run_id: int = 1,
         node_config: list[dict] | None = None,
         drop: Callable[[int, Message], bool] | None = None,
+        run_config: dict | None = None,
     ):
         self.client_app = client_app
         self.drop = drop
@@ -48,7 +49,11 @@ class LocalGrid(Grid):
             if node_config is not None:
                 cfg.update(node_config[pid])
             self.contexts[nid] = Context(
-                run_id=run_id, node_id=nid, node_config=cfg, state=RecordDict(), run_config={}
+                run_id=run_id,
+                node_id=nid,
+                node_config=cfg,
+                state=RecordDict(),
+                run_config=dict(run_config or {}),
             )
 
     def set_run(self, run: Run) -> None:
@@ -98,13 +103,20 @@ def run_in_process(
     client_app: ClientApp,
     num_nodes: int,
     drop: Callable[[int, Message], bool] | None = None,
+    run_config: dict | None = None,
 ) -> LocalGrid:
     """Run a ServerApp against ``num_nodes`` in-process ClientApps; returns the grid (for inspection)."""
-    grid = LocalGrid(client_app, num_nodes, drop=drop)
+    grid = LocalGrid(client_app, num_nodes, drop=drop, run_config=run_config)
     # what the SuperLink's ServerApp runner sets before calling the app (messages read it)
     TaskIdentity.task_id = 1
     TaskIdentity.run_id = grid.run.run_id
     TaskIdentity.node_id = SUPERLINK_NODE_ID
-    ctx = Context(run_id=grid.run.run_id, node_id=0, node_config={}, state=RecordDict(), run_config={})
+    ctx = Context(
+        run_id=grid.run.run_id,
+        node_id=0,
+        node_config={},
+        state=RecordDict(),
+        run_config=dict(run_config or {}),
+    )
     server_app(grid, ctx)
     return grid
