@@ -83,6 +83,13 @@ def test_too_many_dropouts_abort_without_a_sum() -> None:
         SecAggPlusSum(seed=0)(vecs, drop_after_keys={100, 101, 102, 103})
 
 
+def test_single_client_round_is_refused() -> None:
+    with pytest.raises(SecureSumAborted, match="reveal"):
+        SecAggPlusSum(seed=0)({7: np.arange(3)})
+    with pytest.raises(ValueError, match="no client"):
+        SecAggPlusSum(seed=0)({})
+
+
 def test_dropout_during_unmask_tolerated_until_threshold() -> None:
     vecs = _vectors(7, 300, 0, 1000, seed=5)
     # threshold 4 of 7: one dropped after keys, one silent in unmask -> 5 shares left, enough

@@ -220,6 +220,11 @@ class SecAggPlusSum:
         if not vectors:
             raise ValueError("no client vectors to sum")
         n = len(vectors)
+        if n < 2:
+            raise SecureSumAborted(
+                f"{n} client in the round: a secure sum of one vector would reveal it; "
+                "skip the round or wait for more clients"
+            )
         if n * self.bound >= 2**63:
             raise OutOfRangeError(
                 f"{n} clients × bound {self.bound} >= 2^63: the modular sum could wrap; lower the bound"
