@@ -143,6 +143,7 @@ def main() -> None:
     rows += bench_inprocess(args.clients, args.big_size, max(1, args.repeats // 2))[1:2]
     flaim = bench_flaim_like(args.clients, args.size, args.rounds)
     rows.append(bench_flower(args.clients, args.size, 3, simulation=False))
+    rows.append(bench_flower(args.clients, args.big_size, 2, simulation=False))
     if args.simulation:
         rows.append(bench_flower(args.clients, args.size, 3, simulation=True))
 
