@@ -35,7 +35,8 @@ def _fmt(x: float | None) -> str:
 
 def render_dashboard(sections: list[dict[str, Any]]) -> str:
     parts = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>fedsynth generator hub</title><style>{_CSS}</style>"
+        "<!doctype html><html><head><meta charset='utf-8'><title>fedsynth generator hub</title>"
+        f"<style>{_CSS}</style>"
         "</head><body><h1>fedsynth generator hub</h1>"
     ]
     if not sections:

@@ -63,6 +63,7 @@ def serve(
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
         timeout_keep_alive=30,
+        timeout_graceful_shutdown=5,
         **kw,
     )
 
