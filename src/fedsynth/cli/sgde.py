@@ -20,11 +20,31 @@ from fedsynth.cli.common import console, out, refuse_existing, user_errors, warn
 
 # The paper's Table I (evaluated on local data), for side-by-side printing.
 PAPER_TABLE_I: dict[str, dict[str, dict[str, float]]] = {
-    "titanic": {"local": {"accuracy": 75.67, "f1": 19.43, "auc": 75.70}, "federated": {"accuracy": 76.67, "f1": 69.89, "auc": 69.38}, "synthetic": {"accuracy": 80.87, "f1": 63.37, "auc": 78.35}},
-    "breast_cancer": {"local": {"accuracy": 89.67, "f1": 93.37, "auc": 99.17}, "federated": {"accuracy": 89.50, "f1": 84.16, "auc": 98.75}, "synthetic": {"accuracy": 97.09, "f1": 97.81, "auc": 99.27}},
-    "mushroom": {"local": {"accuracy": 92.93, "f1": 92.43, "auc": 96.23}, "federated": {"accuracy": 91.51, "f1": 91.32, "auc": 95.84}, "synthetic": {"accuracy": 93.49, "f1": 93.14, "auc": 96.61}},
-    "adult": {"local": {"accuracy": 80.64, "f1": 49.69, "auc": 83.30}, "federated": {"accuracy": 76.01, "f1": 47.95, "auc": 79.81}, "synthetic": {"accuracy": 79.65, "f1": 61.64, "auc": 83.73}},
-    "wine_quality": {"local": {"accuracy": 93.46, "f1": 82.98, "auc": 99.44}, "federated": {"accuracy": 90.44, "f1": 85.81, "auc": 99.10}, "synthetic": {"accuracy": 98.54, "f1": 97.10, "auc": 99.49}},
+    "titanic": {
+        "local": {"accuracy": 75.67, "f1": 19.43, "auc": 75.70},
+        "federated": {"accuracy": 76.67, "f1": 69.89, "auc": 69.38},
+        "synthetic": {"accuracy": 80.87, "f1": 63.37, "auc": 78.35},
+    },
+    "breast_cancer": {
+        "local": {"accuracy": 89.67, "f1": 93.37, "auc": 99.17},
+        "federated": {"accuracy": 89.50, "f1": 84.16, "auc": 98.75},
+        "synthetic": {"accuracy": 97.09, "f1": 97.81, "auc": 99.27},
+    },
+    "mushroom": {
+        "local": {"accuracy": 92.93, "f1": 92.43, "auc": 96.23},
+        "federated": {"accuracy": 91.51, "f1": 91.32, "auc": 95.84},
+        "synthetic": {"accuracy": 93.49, "f1": 93.14, "auc": 96.61},
+    },
+    "adult": {
+        "local": {"accuracy": 80.64, "f1": 49.69, "auc": 83.30},
+        "federated": {"accuracy": 76.01, "f1": 47.95, "auc": 79.81},
+        "synthetic": {"accuracy": 79.65, "f1": 61.64, "auc": 83.73},
+    },
+    "wine_quality": {
+        "local": {"accuracy": 93.46, "f1": 82.98, "auc": 99.44},
+        "federated": {"accuracy": 90.44, "f1": 85.81, "auc": 99.10},
+        "synthetic": {"accuracy": 98.54, "f1": 97.10, "auc": 99.49},
+    },
 }
 
 
@@ -40,8 +60,12 @@ def _quiet() -> None:
 
 def _progress() -> Progress:
     return Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-        console=console, transient=True,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
     )
 
 
@@ -59,14 +83,25 @@ def _results_table(title: str, agg: dict[str, Any], evaluation: str, paper: dict
             row.append(f"{d['mean']:.2f}" + (f" ± {d['sd']:.2f}" if d.get("sd") else ""))
         if paper:
             p = paper.get(sc)
-            row.append(" / ".join(f"{p[m]:.2f}" for m in ("accuracy", "f1", "auc")) if p and evaluation == "local_eval" else "")
+            row.append(
+                " / ".join(f"{p[m]:.2f}" for m in ("accuracy", "f1", "auc"))
+                if p and evaluation == "local_eval"
+                else ""
+            )
         t.add_row(*row)
     return t
 
 
 def _run_sgde(
-    dataset: str, silos: int, seeds: int, epsilon: float, rows: int, eval_silos: int | None, seed0: int = 0,
+    dataset: str,
+    silos: int,
+    seeds: int,
+    epsilon: float,
+    rows: int,
+    eval_silos: int | None,
+    seed0: int = 0,
     vae_overrides: dict[str, Any] | None = None,
+    hub: bool = False,
 ) -> dict[str, Any]:
     from fedsynth.data.datasets import load_dataset
     from fedsynth.evaluation.sgde_experiment import SGDEConfig, aggregate, run_seed
@@ -80,8 +115,14 @@ def _run_sgde(
             seed = seed0 + k
             bench = load_dataset(dataset, seed=seed)
             vae = VAEConfig(**{**preset_for(bench.name).__dict__, **(vae_overrides or {})})
-            cfg = SGDEConfig(silos=silos, fraction=1.0 / silos, epsilon=epsilon, synthetic_rows=rows,
-                             eval_silos=eval_silos, vae=vae)
+            cfg = SGDEConfig(
+                silos=silos,
+                fraction=1.0 / silos,
+                epsilon=epsilon,
+                synthetic_rows=rows,
+                eval_silos=eval_silos,
+                vae=vae,
+            )
             tasks: dict[str, Any] = {}
 
             def cb(stage: str, i: int, n: int, _tasks: dict[str, Any] = tasks, _seed: int = seed) -> None:
@@ -89,7 +130,10 @@ def _run_sgde(
                     _tasks[stage] = prog.add_task(f"seed {_seed}: {stage}", total=n)
                 prog.update(_tasks[stage], completed=i)
 
-            runs.append(run_seed(bench, cfg, seed, progress=cb))
+            if hub:
+                runs.append(_run_via_hub(bench, cfg, seed, cb))
+            else:
+                runs.append(run_seed(bench, cfg, seed, progress=cb))
     agg = aggregate(runs)
     return {
         "dataset": dataset,
@@ -106,37 +150,79 @@ def _run_sgde(
             "per_seed_s": (time.perf_counter() - t_all) / seeds,
             "generators_per_silo_s": sum(r["timing"]["generators_per_silo_s"] for r in runs) / seeds,
         },
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(), "torch_threads": int(os.environ.get("FEDSYNTH_THREADS", "1"))},
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": int(os.environ.get("FEDSYNTH_THREADS", "1")),
+        },
     }
+
+
+def _run_via_hub(bench: Any, cfg: Any, seed: int, cb: Any) -> dict[str, Any]:
+    """The same experiment with every generator pushed to and pulled from a real hub process."""
+    from fedsynth.data.encoders import TableEncoder
+    from fedsynth.evaluation.exchange import hub_exchange
+    from fedsynth.evaluation.sgde_experiment import run_seed
+
+    spec = cfg.vae.decoder_spec(TableEncoder(bench.schema).layout())
+    # δ cap: the SGDE rule δ ≤ 1/(10·|D_c|) holds for every class big enough to train (≥ min_rows)
+    with hub_exchange(bench.schema, spec, cfg.silos, max_epsilon=1.5 * cfg.epsilon,
+                      max_delta=1.0 / (10 * cfg.vae.min_rows)) as ex:
+        console.print(f"hub running at {ex.url} (SQLite); {cfg.silos} silos registered")
+        res = run_seed(bench, cfg, seed, progress=cb, exchange=ex)
+    res["communication"] = {
+        "hub_bytes_pushed_per_silo": sum(ex.bytes_pushed) / len(ex.bytes_pushed),
+        "hub_bytes_pulled_per_silo": sum(ex.bytes_pulled) / len(ex.bytes_pulled),
+    }
+    return res
 
 
 def _print_result(res: dict[str, Any]) -> None:
     base = res["dataset"].split("_sklearn")[0]
     paper = PAPER_TABLE_I.get(base)
-    for ev, name in (("local_eval", "evaluated on local data (Table I)"), ("test_eval", "evaluated on the test split (Table III)")):
-        out.print(_results_table(f"{res['dataset']} — {res['silos']} silos, {name}", res["scenarios"], ev, paper))
+    for ev, name in (
+        ("local_eval", "evaluated on local data (Table I)"),
+        ("test_eval", "evaluated on the test split (Table III)"),
+    ):
+        out.print(
+            _results_table(f"{res['dataset']} — {res['silos']} silos, {name}", res["scenarios"], ev, paper)
+        )
+    comm = res["per_seed"][0].get("communication")
+    if comm:
+        out.print(
+            f"exchange via hub: {comm['hub_bytes_pushed_per_silo'] / 1e3:.1f} KB pushed and "
+            f"{comm['hub_bytes_pulled_per_silo'] / 1e3:.1f} KB pulled per silo"
+        )
     out.print(
-        f"privacy: every generator (ε, δ) from the RDP accountant; max ε spent = {res['epsilon_spent_max']:.4f}, "
+        "privacy: every generator (ε, δ) from the RDP accountant; "
+        f"max ε spent = {res['epsilon_spent_max']:.4f}, "
         f"max δ = {res['delta']:.2g}; wall time {res['timing']['total_s']:.1f} s"
     )
 
 
 @app.command()
 def demo(
-    dataset: Annotated[str, typer.Option(help="breast_cancer_sklearn (offline default) or a benchmark name")] = "breast_cancer_sklearn",
+    dataset: Annotated[
+        str, typer.Option(help="breast_cancer_sklearn (offline default) or a benchmark name")
+    ] = "breast_cancer_sklearn",
     silos: Annotated[int, typer.Option(min=2)] = 20,
     epsilon: Annotated[float, typer.Option()] = 1.0,
     rows: Annotated[int, typer.Option(help="synthetic rows per silo")] = 5000,
     seed: int = 0,
+    hub: Annotated[bool, typer.Option("--hub/--no-hub", help="exchange through a real hub process")] = True,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
 ) -> None:
-    """Run a whole SGDE federation on this machine and print Local / Federated / Synthetic."""
+    """Run a whole SGDE federation on this machine and print Local / Federated / Synthetic.
+
+    Every silo trains its DP generators, pushes them to a hub process on 127.0.0.1 (SQLite) and
+    pulls the pool back over HTTP.
+    """
     with user_errors():
         if epsilon <= 0:
             raise ValueError("epsilon must be > 0")
         if json_out:
             refuse_existing(json_out)
-        res = _run_sgde(dataset, silos, 1, epsilon, rows, None, seed0=seed)
+        res = _run_sgde(dataset, silos, 1, epsilon, rows, None, seed0=seed, hub=hub)
         _print_result(res)
         if json_out:
             write_json(json_out, res)
@@ -151,7 +237,9 @@ def bench_sgde(
     rows: Annotated[int, typer.Option(help="synthetic rows per silo")] = 5000,
     eval_silos: Annotated[int | None, typer.Option(help="score only the first k silos")] = None,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
-    set_: Annotated[list[str] | None, typer.Option("--set", help="VAE override KEY=JSON, e.g. epochs=20")] = None,
+    set_: Annotated[
+        list[str] | None, typer.Option("--set", help="VAE override KEY=JSON, e.g. epochs=20")
+    ] = None,
 ) -> None:
     """The SGDE paper's experiment (Table I and III layout), mean ± sd over seeds."""
     with user_errors():
@@ -177,8 +265,13 @@ def train_generators(
     out_dir: Annotated[Path, typer.Option("--out", help="new folder for the generator set")],
     epsilon: Annotated[float, typer.Option(help="target ε per class generator")] = 1.0,
     delta: Annotated[float | None, typer.Option(help="δ (default 1/(10·|D_c|) per class)")] = None,
-    schema_file: Annotated[Path | None, typer.Option("--schema", help="declared (public) schema JSON/YAML")] = None,
-    dp_schema_epsilon: Annotated[float | None, typer.Option("--dp-schema", help="estimate the schema under DP with this ε (added to the total)")] = None,
+    schema_file: Annotated[
+        Path | None, typer.Option("--schema", help="declared (public) schema JSON/YAML")
+    ] = None,
+    dp_schema_epsilon: Annotated[
+        float | None,
+        typer.Option("--dp-schema", help="estimate the schema under DP with this ε (added to the total)"),
+    ] = None,
     seed: int = 0,
 ) -> None:
     """Train one DP β-VAE per class on a private table; write only the decoders + cards."""
@@ -216,7 +309,12 @@ def train_generators(
         with _progress() as prog:
             task = prog.add_task("training class generators", total=len(schema.classes))
             gs = fit_generator_set(
-                df, schema, epsilon=epsilon, delta=delta, config=VAEConfig(), seed=seed,
+                df,
+                schema,
+                epsilon=epsilon,
+                delta=delta,
+                config=VAEConfig(),
+                seed=seed,
                 on_class=lambda c, r: prog.advance(task),
             )
         for msg in gs.skipped:
@@ -228,11 +326,21 @@ def train_generators(
         for r in gs.reports:
             a = r.account
             assert a is not None
-            t.add_row(r.class_label, str(r.n_rows), f"{a.epsilon:.4f}", f"{a.delta:.2g}", f"{a.noise_multiplier:.3f}",
-                      f"{a.sample_rate:.4f}", str(a.steps), f"{r.seconds:.1f}")
+            t.add_row(
+                r.class_label,
+                str(r.n_rows),
+                f"{a.epsilon:.4f}",
+                f"{a.delta:.2g}",
+                f"{a.noise_multiplier:.3f}",
+                f"{a.sample_rate:.4f}",
+                str(a.steps),
+                f"{r.seconds:.1f}",
+            )
         out.print(t)
-        out.print(f"silo ε (max over classes{', + DP schema' if schema.source == 'dp' else ''}): "
-                  f"{total_epsilon(schema, gs.epsilon):.4f}")
+        out.print(
+            f"silo ε (max over classes{', + DP schema' if schema.source == 'dp' else ''}): "
+            f"{total_epsilon(schema, gs.epsilon):.4f}"
+        )
 
 
 @app.command()

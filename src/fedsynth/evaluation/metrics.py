@@ -34,7 +34,8 @@ def score(
             p = proba[:, cols]
             p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
             out["auc"] = 100.0 * (
-                roc_auc_score(y_true == present[1], p[:, 1]) if len(present) == 2
+                roc_auc_score(y_true == present[1], p[:, 1])
+                if len(present) == 2
                 else roc_auc_score(y_true, p, multi_class="ovr", labels=list(present))
             )
     return out

@@ -10,8 +10,8 @@ Table I) and on the test split (*test_eval*, Table III):
 * ``synthetic`` — trained only on class-balanced synthetic rows drawn uniformly from the pool;
   predictions shifted to the silo's own class prior (Bayes' rule; the silo knows its prior,
   nothing leaves it). ``synthetic_balanced`` is the same model without that shift (the paper's).
-* ``local_plus_synthetic`` — the silo's data plus the synthetic rows. local_eval: 10-fold CV on
-  the local part (synthetic rows always in training).
+* ``local_plus_synthetic`` — the silo's data plus synthetic rows drawn with the silo's own class
+  mix. local_eval: 10-fold CV on the local part (synthetic rows always in training).
 * ``pooled_real`` — all silos' real data pooled (the non-private ceiling).
 
 Metrics are averaged over silos, then mean ± sd over seeds.
@@ -28,10 +28,12 @@ import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
+from fedsynth.artifacts.decoder import LoadedGenerator
 from fedsynth.data.datasets import BenchmarkData
 from fedsynth.data.encoders import TableEncoder, encode_target
 from fedsynth.data.partition import equal_shares
-from fedsynth.evaluation.classifiers import fit_proba
+from fedsynth.evaluation.classifiers import choose_C, fit_proba
+from fedsynth.evaluation.exchange import in_process_exchange
 from fedsynth.evaluation.metrics import METRICS, mean_sd, score
 from fedsynth.federated.fedavg import predict_proba, run_fedavg
 from fedsynth.generators.sgde import GeneratorPool, GeneratorSet, fit_generator_set
@@ -54,6 +56,7 @@ class SGDEConfig:
 
 
 Progress = Callable[[str, int, int], None]
+Exchange = Callable[[list[GeneratorSet]], list[LoadedGenerator]]
 
 
 def _cv_scores(
@@ -67,9 +70,11 @@ def _cv_scores(
     if k < 2:
         return {m: float("nan") for m in METRICS}
     proba = np.zeros((len(local), len(s.classes)))
+    # L2 strength chosen once by inner 3-fold CV on the whole training pool, then fixed per fold
+    C = choose_C(s, local if extra is None else pd.concat([local, extra], ignore_index=True), seed=seed)
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(local, y):
         train = local.iloc[tr] if extra is None else pd.concat([local.iloc[tr], extra], ignore_index=True)
-        proba[te] = fit_proba(s, train, [local.iloc[te]], seed=seed)[0]
+        proba[te] = fit_proba(s, train, [local.iloc[te]], seed=seed, C=C)[0]
     return score(y, proba, list(s.classes), bench.positive)
 
 
@@ -79,9 +84,17 @@ def _prior(df: pd.DataFrame, classes: tuple[str, ...], target: str) -> np.ndarra
 
 
 def run_seed(
-    bench: BenchmarkData, cfg: SGDEConfig, seed: int, progress: Progress | None = None
+    bench: BenchmarkData,
+    cfg: SGDEConfig,
+    seed: int,
+    progress: Progress | None = None,
+    exchange: Exchange = in_process_exchange,
 ) -> dict[str, Any]:
-    """One seed of the experiment: returns per-scenario metrics averaged over silos + timing."""
+    """One seed of the experiment: returns per-scenario metrics averaged over silos + timing.
+
+    ``exchange`` turns the silos' generator sets into the pool a silo pulls (in-process, or over
+    a real hub: :class:`fedsynth.evaluation.exchange.HubExchange`).
+    """
     s = bench.schema
     train, test = bench.train, bench.test
     parts = equal_shares(len(train), cfg.silos, cfg.fraction, seed=seed)
@@ -92,12 +105,18 @@ def run_seed(
     t0 = time.perf_counter()
     sets: list[GeneratorSet] = []
     for i, df in enumerate(silo_frames):
-        sets.append(fit_generator_set(df, s, epsilon=cfg.epsilon, delta=cfg.delta, config=cfg.vae, seed=seed * 100 + i))
+        sets.append(
+            fit_generator_set(
+                df, s, epsilon=cfg.epsilon, delta=cfg.delta, config=cfg.vae, seed=seed * 100 + i
+            )
+        )
         if progress:
             progress("generators", i + 1, cfg.silos)
     timing["generators_total_s"] = time.perf_counter() - t0
     timing["generators_per_silo_s"] = timing["generators_total_s"] / cfg.silos
-    pool = GeneratorPool(s, [g for k, gs in enumerate(sets) for g in gs.as_loaded(f"silo-{k}")])
+    t0 = time.perf_counter()
+    pool = GeneratorPool(s, exchange(sets))
+    timing["exchange_s"] = time.perf_counter() - t0
 
     # 2. FedAvg over the silos' private data (public-schema encoding)
     t0 = time.perf_counter()
@@ -126,9 +145,13 @@ def run_seed(
         synth = pool.sample(cfg.synthetic_rows, seed=seed * 1000 + i)
         # local
         per["local"]["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed))
-        per["local"]["test_eval"].append(score(y_test, fit_proba(s, local, [test], seed=seed)[0], classes, pos))
+        per["local"]["test_eval"].append(
+            score(y_test, fit_proba(s, local, [test], seed=seed)[0], classes, pos)
+        )
         # federated
-        per["federated"]["local_eval"].append(score(y_loc, predict_proba(fed.params, enc.transform(local)), classes, pos))
+        per["federated"]["local_eval"].append(
+            score(y_loc, predict_proba(fed.params, enc.transform(local)), classes, pos)
+        )
         per["federated"]["test_eval"].append(score(y_test, fed_test, classes, pos))
         # synthetic (balanced pool sample), with and without the local prior shift
         p_loc, p_test = fit_proba(s, synth, [local, test], seed=seed)
@@ -137,11 +160,14 @@ def run_seed(
         p_loc, p_test = fit_proba(s, synth, [local, test], seed=seed, prior=prior)
         per["synthetic"]["local_eval"].append(score(y_loc, p_loc, classes, pos))
         per["synthetic"]["test_eval"].append(score(y_test, p_test, classes, pos))
-        # local + synthetic
-        per["local_plus_synthetic"]["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, extra=synth))
-        per["local_plus_synthetic"]["test_eval"].append(
-            score(y_test, fit_proba(s, pd.concat([local, synth], ignore_index=True), [test], seed=seed)[0], classes, pos)
-        )
+        # local + synthetic: augmentation rows drawn with the silo's own class mix, so adding
+        # them does not shift the prior the classifier learns
+        mix = dict(zip(s.classes, prior, strict=True))
+        aug = pool.sample(cfg.synthetic_rows, seed=seed * 1000 + i, class_weights=mix)
+        lps = per["local_plus_synthetic"]
+        lps["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, extra=aug))
+        p_aug = fit_proba(s, pd.concat([local, aug], ignore_index=True), [test], seed=seed)[0]
+        lps["test_eval"].append(score(y_test, p_aug, classes, pos))
         # pooled real
         per["pooled_real"]["local_eval"].append(score(y_loc, pooled_probas[1 + i], classes, pos))
         per["pooled_real"]["test_eval"].append(score(y_test, pooled_probas[0], classes, pos))
@@ -159,6 +185,7 @@ def run_seed(
         "generators": sum(len(gs.cards) for gs in sets),
         "skipped_classes": [m for gs in sets for m in gs.skipped],
         "fedavg_rounds": fed.rounds,
+        "fedavg_bytes_per_client_per_round": fed.bytes_per_client_per_round,
         "timing": timing,
     }
 
