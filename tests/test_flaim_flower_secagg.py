@@ -97,6 +97,18 @@ def test_dropout_before_key_sharing_halts_flower_round_then_reruns_without_it() 
         )
 
 
+def test_client_lost_during_unmasking_is_tolerated() -> None:
+    data = _data(6, 400, 5000, seed=7)
+
+    def lost_in_unmask(pid: int, msg: Message) -> bool:
+        cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
+        return pid == 0 and cfg is not None and cfg.get("stage") == Stage.UNMASK
+
+    (res,) = _run(data, [SumRequest({}, bound=5000)], drop=lost_in_unmask)
+    assert res.survivors == list(range(6))  # its masked vector was in; only its shares are missing
+    np.testing.assert_array_equal(res.total, sum(data.values()))
+
+
 def test_out_of_range_client_is_refused_never_wrapped() -> None:
     data = _data(5, 100, 1000, seed=4)
     (res,) = _run(data, [SumRequest({"poison": [1]}, bound=1000)])
