@@ -49,8 +49,9 @@ from flwr.serverapp.grid import Grid
 from fedsynth.federated.exact_sum import LimbPlan, decode, encode, plan_exact_sum
 from fedsynth.flaim.secure_sum import SecureSumAborted, SumResult
 
-VectorFn = Callable[[int, Mapping[str, Any]], np.ndarray]
+VectorFn = Callable[[int, Mapping[str, Any]], "np.ndarray | Mapping[str, np.ndarray]"]
 PARTITION_KEY = "partition-id"
+KEYS_KEY = "sum-keys"
 
 
 @dataclass
@@ -58,6 +59,7 @@ class SumRequest:
     payload: dict[str, Any]  # JSON-able instruction for the clients (e.g. which marginal to answer)
     bound: int  # public bound on each client's |value|
     participants: list[int] | None = None  # partition ids; None = every connected client
+    blob: bytes = b""  # optional binary payload (e.g. numpy arrays); the client sees it as payload["_blob"]
 
 
 class SumDriver(Protocol):
@@ -153,6 +155,7 @@ class _ExactSumStrategy(Strategy):
         self.config = config
         self.plan = plan
         self.total: np.ndarray | None = None
+        self.totals: dict[str, np.ndarray] | None = None  # when clients answer {key: vector}
         self.survivors: list[int] = []
         self.failures = 0
 
@@ -168,7 +171,16 @@ class _ExactSumStrategy(Strategy):
             return None, {}
         mean = parameters_to_ndarrays(results[0][1].parameters)
         self.survivors = sorted(int(r.metrics[PARTITION_KEY]) for _, r in results)
-        self.total = decode(np.concatenate([a.reshape(-1) for a in mean]), len(results), self.plan)
+        keys = {str(r.metrics.get(KEYS_KEY, "")) for _, r in results}
+        if len(keys) != 1:
+            raise SecureSumAborted(f"clients answered with different key sets: {sorted(keys)}")
+        key_list = json.loads(keys.pop() or "null")
+        if key_list is None:
+            self.total = decode(np.concatenate([a.reshape(-1) for a in mean]), len(results), self.plan)
+        else:
+            self.totals = {k: decode(a, len(results), self.plan) for k, a in zip(key_list, mean, strict=True)}
+            parts = list(self.totals.values())
+            self.total = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return None, {}
 
     def configure_evaluate(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
@@ -222,6 +234,7 @@ class FlowerSumChannel:
         for proxy in self.proxies.values():
             self.manager.register(proxy)
         self.rounds = 0
+        self._keyed: dict[str, np.ndarray] = {}
 
     @property
     def partitions(self) -> list[int]:
@@ -244,7 +257,13 @@ class FlowerSumChannel:
             pids,
             self.rounds,
             self.settings,
+            self._keyed,
         )
+
+    def keyed(self, req: SumRequest) -> tuple[dict[str, np.ndarray], SumResult]:
+        """One round where every client answers ``{key: int64 vector}``: exact sums per key."""
+        res = self(req)
+        return dict(self._keyed), res
 
 
 def run_secure_sum_rounds(
@@ -271,12 +290,15 @@ def _one_round(
     pids: list[int],
     rnd: int,
     settings: SecAggSettings,
+    last_keyed: dict[str, np.ndarray],
 ) -> SumResult:
     before_to, before_from = dict(cgrid.to_node), dict(cgrid.from_node)
     attempt_pids = list(pids)
     for attempt in range(2 if settings.retry_without_early_dropouts else 1):
         plan = plan_exact_sum(req.bound, max(2, len(attempt_pids)))
-        config = {"request": json.dumps(req.payload), **plan.to_config()}
+        config: dict[str, Any] = {"request": json.dumps(req.payload), **plan.to_config()}
+        if req.blob:
+            config["blob"] = req.blob
         strategy = _ExactSumStrategy([proxies[pid_to_node[p]] for p in attempt_pids], config, plan)
         lctx = LegacyContext(context, strategy=strategy, client_manager=manager)
         context.state.config_records[MAIN_CONFIGS_RECORD] = ConfigRecord({WorkflowKey.CURRENT_ROUND: rnd})
@@ -299,6 +321,9 @@ def _one_round(
             f"SecAgg+ round {rnd} halted (clients lost before key sharing: {sorted(early) or 'none'})"
         )
     assert strategy.total is not None
+    last_keyed.clear()
+    if strategy.totals is not None:
+        last_keyed.update(strategy.totals)
     sent = {node_to_pid[n]: v - before_from.get(n, 0) for n, v in cgrid.from_node.items() if n in node_to_pid}
     recv = {node_to_pid[n]: v - before_to.get(n, 0) for n, v in cgrid.to_node.items() if n in node_to_pid}
     return SumResult(
@@ -334,9 +359,19 @@ class _SumClient(NumPyClient):
 
     def fit(self, parameters: list, config: dict) -> tuple[list[np.ndarray], int, dict]:  # type: ignore[override]
         plan = LimbPlan.from_config(config)
-        x = self.vector_fn(self.pid, json.loads(cast(str, config["request"])))
+        payload = json.loads(cast(str, config["request"]))
+        if "blob" in config:
+            payload["_blob"] = config["blob"]
+        x = self.vector_fn(self.pid, payload)
+        metrics: dict[str, Any] = {PARTITION_KEY: self.pid}
+        if isinstance(x, Mapping):  # several named vectors: one SecAgg+ array each, same round
+            keys = sorted(x)
+            metrics[KEYS_KEY] = json.dumps(keys)
+            arrays = [encode(x[k], plan) for k in keys]
+        else:
+            arrays = [encode(x, plan)]
         # num_examples == max_weight (1): the weight factor is exactly one quantum, see exact_sum
-        return [encode(x, plan)], 1, {PARTITION_KEY: self.pid}
+        return arrays, 1, metrics
 
 
 def partition_id(context: Context) -> int:

@@ -1,0 +1,244 @@
+"""The FLAIM core's federated methods (:mod:`fedsynth.flaim.methods`) as a Flower ServerApp / ClientApp.
+
+The core expresses every method as ``plan(state, participants)`` → ``client_step(cid, codes, plan)``
+→ per-key sums → ``server_step(state, plan, sums)``. Here the plan travels to the sampled clients in a
+Flower message (scalars as JSON, arrays as a ``.npz`` blob, never pickles), each ClientApp computes
+``client_step`` on its own partition, and the per-key sums come back through one SecAgg+ round
+(``FlowerSumChannel.keyed``) — exact integers, so a Flower run selects exactly what the in-process
+runner (:func:`fedsynth.flaim.runner.run`) selects with the same seed (tested).
+
+Client-side memory between steps (e.g. NaiveFLAIM's locally chosen marginal) lives in the node's
+Flower ``Context.state``, since a deployed ClientApp is a fresh process per message.
+``aug-oracle`` needs the pooled data on every client (a non-private reference) and is refused here.
+
+Run config (``flwr run --run-config`` or ``run_in_process(..., run_config=...)``): ``method``,
+``dataset`` (adult|marketing|census) or ``data`` (+ ``domain`` for pre-binned files), ``epsilon``,
+``delta``, ``clients``, ``participation``, ``rounds``, ``split``, ``seed``, ``workload``, ``top``,
+``alpha``, ``max-model-mb``, ``max-client-rows`` (public bound on a client's row count), ``rows``,
+``evaluate`` (bool), ``out`` (JSON report path).
+
+Note on this one-machine setup: the ServerApp loads the data file only to obtain the public domain
+and, after the run, to evaluate the synthetic data; clients read only their own partition.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import ConfigRecord, Context
+from flwr.serverapp import Grid, ServerApp
+
+from fedsynth.federated.secure_rounds import FlowerSumChannel, SecAggSettings, SumRequest, make_client_app
+from fedsynth.flaim.methods import Context as MethodContext
+from fedsynth.flaim.methods import FederatedMethod, make_method
+from fedsynth.flaim.runner import FlaimData, load_flaim_data, make_clients
+from fedsynth.flaim.workload import make_workload
+
+STATE_KEY = "fedsynth.flaim"
+NOISE_TAIL_SIGMAS = 40.0
+
+
+# ----------------------------------------------------------------------------- plan transport
+
+
+def _jsonable(v: Any) -> Any:
+    if isinstance(v, dict):
+        return {str(k): _jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_jsonable(x) for x in v]
+    if isinstance(v, set | frozenset):
+        return sorted(_jsonable(x) for x in v)
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        raise TypeError("arrays belong in plan['arrays']")
+    return v
+
+
+def _cliques_back(v: Any) -> Any:
+    """Lists of lists of attribute names were tuples (cliques) before JSON."""
+    if (
+        isinstance(v, list)
+        and v
+        and all(isinstance(q, list) and all(isinstance(a, str) for a in q) for q in v)
+    ):
+        return [tuple(q) for q in v]
+    return v
+
+
+def encode_plan(plan: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
+    meta = {k: _jsonable(v) for k, v in plan.items() if k != "arrays"}
+    buf = io.BytesIO()
+    np.savez(buf, **dict(plan.get("arrays", {})))
+    return meta, buf.getvalue()
+
+
+def decode_plan(meta: Mapping[str, Any], blob: bytes) -> dict[str, Any]:
+    plan = {k: _cliques_back(v) for k, v in meta.items()}
+    with np.load(io.BytesIO(blob), allow_pickle=False) as z:
+        plan["arrays"] = {k: z[k] for k in z.files}
+    return plan
+
+
+# ----------------------------------------------------------------------------- shared set-up
+
+
+def _load(cfg: Mapping[str, Any]) -> FlaimData:
+    seed = int(cfg.get("seed", 0))
+    if cfg.get("data"):
+        dom = str(cfg["domain"]) if cfg.get("domain") else None
+        return load_flaim_data(path=str(cfg["data"]), domain_json=dom, seed=seed)
+    return load_flaim_data(str(cfg.get("dataset", "adult")), seed=seed)
+
+
+def _method(cfg: Mapping[str, Any], data: FlaimData) -> FederatedMethod:
+    name = str(cfg.get("method", "flaim-sa"))
+    if name == "aug-oracle":
+        raise ValueError("aug-oracle needs the pooled data on every client; it is not run on Flower")
+    seed = int(cfg.get("seed", 0))
+    wl = make_workload(
+        data.domain.attrs, str(cfg.get("workload", "3way-64")), target=data.domain.target, seed=seed
+    )
+    ctx = MethodContext(
+        data.domain.sizes,
+        wl,
+        float(cfg["epsilon"]),
+        float(cfg.get("delta", 1e-5)),
+        int(cfg.get("rounds", 10)),
+        float(cfg.get("participation", 0.1)),
+        alpha=float(cfg.get("alpha", 0.9)),
+        max_model_mb=float(cfg.get("max-model-mb", 80.0)),
+        seed=seed,
+        top=int(cfg.get("top", 1)),
+    )
+    return make_method(name, ctx)
+
+
+# ----------------------------------------------------------------------------- client
+
+
+_CLIENT_CACHE: dict[tuple[str, int], tuple[np.ndarray, FederatedMethod]] = {}
+
+
+def _client_factory(context: Context):  # type: ignore[no-untyped-def]
+    cfg = context.run_config
+
+    def answer(pid: int, payload: Mapping[str, Any]) -> dict[str, np.ndarray]:
+        key = (json.dumps(dict(cfg), sort_keys=True, default=str), pid)
+        if key not in _CLIENT_CACHE:  # one load per process (a deployed ClientApp is one message)
+            data = _load(cfg)
+            parts = make_clients(
+                data, int(cfg.get("clients", 2)), str(cfg.get("split", "iid")), int(cfg.get("seed", 0))
+            )
+            _CLIENT_CACHE[key] = (data.train[parts[pid]], _method(cfg, data))
+        codes, method = _CLIENT_CACHE[key]
+        rec = context.state.config_records.get(STATE_KEY)
+        memory = json.loads(str(rec["memory"])) if rec is not None and "memory" in rec else []
+        method.client_memory = {(int(r), int(c)): tuple(q) for r, c, q in memory}
+        plan = decode_plan(payload["plan"], payload["_blob"])
+        out = method.client_step(pid, codes, plan)
+        mem = [[r, c, list(q)] for (r, c), q in method.client_memory.items() if c == pid]
+        context.state.config_records[STATE_KEY] = ConfigRecord({"memory": json.dumps(mem)})
+        return out
+
+    return answer
+
+
+client_app = make_client_app(_client_factory)
+
+
+# ----------------------------------------------------------------------------- server
+
+
+def run_method(grid: Grid, context: Context, settings: SecAggSettings | None = None) -> dict[str, Any]:
+    """Run one FLAIM method over the connected ClientApps; returns (and optionally writes) a report."""
+    cfg = context.run_config
+    t0 = time.perf_counter()
+    data = _load(cfg)
+    method = _method(cfg, data)
+    clients, seed = int(cfg.get("clients", 2)), int(cfg.get("seed", 0))
+    participation = float(cfg.get("participation", 0.1))
+    max_rows = int(cfg.get("max-client-rows", 10_000_000))
+    channel = FlowerSumChannel(grid, context, settings or SecAggSettings(min_nodes=clients))
+    if channel.partitions != list(range(clients)):
+        raise ValueError(f"expected partitions 0..{clients - 1}, connected: {channel.partitions}")
+
+    state = method.init_state()
+    rng = np.random.default_rng(seed + 7)  # same participation draws as fedsynth.flaim.runner.run
+    participants: list[int] = []
+    cur_round = 0
+    sent: dict[int, int] = {}
+    recv: dict[int, int] = {}
+    secagg_rounds = 0
+    while True:
+        nxt_round = state.round + (1 if state.step in ("", "answer", "answers") else 0)
+        if nxt_round != cur_round:  # Poisson participation, drawn once per round; at least two
+            cur_round = nxt_round
+            participants = [int(k) for k in np.flatnonzero(rng.random(clients) < participation)]
+            while len(participants) < min(2, clients):
+                extra = int(rng.integers(clients))
+                if extra not in participants:
+                    participants.append(extra)
+            participants.sort()
+        plan = method.plan(state, participants)
+        if plan is None:
+            break
+        meta, blob = encode_plan(plan)
+        sigma = float(plan.get("sigma", 0.0))
+        bound = int(max_rows + math.ceil(NOISE_TAIL_SIGMAS * sigma) + 1)  # counts + Skellam-share tail
+        sums, res = channel.keyed(SumRequest({"plan": meta}, bound, participants, blob))
+        secagg_rounds += 1
+        for k, b in res.bytes_sent.items():
+            sent[k] = sent.get(k, 0) + b
+        for k, b in res.bytes_received.items():
+            recv[k] = recv.get(k, 0) + b
+        state = method.server_step(state, plan, sums)
+    model = method.finish(state)
+    assert state.budget is not None
+    report: dict[str, Any] = {
+        "method": method.name,
+        "epsilon": float(cfg["epsilon"]),
+        "rho_used": state.budget.used,
+        "rho": state.budget.rho,
+        "selected": [list(q) for q in state.selected],
+        "secagg_rounds": secagg_rounds,
+        "client_bytes_sent": float(np.mean(list(sent.values()))) if sent else 0.0,
+        "client_bytes_received": float(np.mean(list(recv.values()))) if recv else 0.0,
+        "participants": len(sent),
+    }
+    rows = int(cfg.get("rows", len(data.train)))
+    synth = model.synthetic(rows, seed)
+    if bool(cfg.get("evaluate", True)):
+        from fedsynth.flaim.metrics import gbdt_auc, nll, workload_l1
+        from fedsynth.flaim.workload import downward_closure
+
+        report["l1"] = workload_l1(
+            data.train, synth, data.domain.sizes, downward_closure(method.ctx.workload, data.domain.attrs)
+        )
+        report["nll"] = nll(model, data.test)
+        report["auc"] = (
+            gbdt_auc(synth, data.test, data.target_index, seed) if data.domain.target else float("nan")
+        )
+    report["seconds"] = time.perf_counter() - t0
+    report["synthetic_sha256"] = (
+        __import__("hashlib").sha256(np.ascontiguousarray(synth).tobytes()).hexdigest()
+    )
+    out = str(cfg.get("out", ""))
+    if out:
+        Path(out).write_text(json.dumps(report, indent=1))
+    return report
+
+
+server_app = ServerApp()
+
+
+@server_app.main()
+def _main(grid: Grid, context: Context) -> None:
+    run_method(grid, context)
