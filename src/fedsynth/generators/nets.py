@@ -8,6 +8,7 @@ spec it trusts and accepts only tensors that fit it exactly.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,12 @@ class SpecError(ValueError):
 class DecoderSpec:
     """Dense decoder z -> x: Linear+LeakyReLU hidden layers, then one linear head.
 
-    ``layout`` lists the output blocks ``(name, kind, width)`` of the table encoding; the head's
-    width is their total. Categorical blocks are read through a softmax, continuous through a
-    sigmoid.
+    ``layout`` lists the output blocks ``(name, kind, width)`` of the table encoding.
+    Categorical blocks are read through a softmax. Continuous columns are Gaussian
+    (``continuous="gaussian"``: the head emits a mean logit μ and a log-scale log s per column,
+    x ~ N(sigmoid(μ), s²) clipped to [0, 1], so samples keep the data's spread) or Bernoulli-mean
+    (``"bernoulli"``: sigmoid(μ) only). The head's width is the layout total plus one log-scale
+    per continuous column in the Gaussian case.
     """
 
     latent_dim: int
@@ -39,6 +43,7 @@ class DecoderSpec:
     layout: tuple[tuple[str, str, int], ...]
     negative_slope: float = 0.2
     kind: str = "mlp-decoder"
+    continuous: str = "gaussian"
 
     def __post_init__(self) -> None:
         if self.kind != "mlp-decoder":
@@ -51,12 +56,23 @@ class DecoderSpec:
             raise SpecError("layout must be a non-empty list of (name, categorical|continuous, width>=1)")
         if any(k == "continuous" and w != 1 for _, k, w in self.layout):
             raise SpecError("continuous blocks have width 1")
+        if self.continuous not in ("gaussian", "bernoulli"):
+            raise SpecError("continuous likelihood must be 'gaussian' or 'bernoulli'")
         if self.output_dim > MAX_OUTPUT:
             raise SpecError(f"output dimension {self.output_dim} exceeds {MAX_OUTPUT}")
 
     @property
     def output_dim(self) -> int:
+        """Width of the encoded table this decoder produces."""
         return sum(w for _, _, w in self.layout)
+
+    @property
+    def n_continuous(self) -> int:
+        return sum(1 for _, k, _ in self.layout if k == "continuous")
+
+    @property
+    def head_dim(self) -> int:
+        return self.output_dim + (self.n_continuous if self.continuous == "gaussian" else 0)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -64,6 +80,7 @@ class DecoderSpec:
             "latent_dim": self.latent_dim,
             "hidden": list(self.hidden),
             "negative_slope": self.negative_slope,
+            "continuous": self.continuous,
             "layout": [{"name": n, "kind": k, "width": w} for n, k, w in self.layout],
         }
 
@@ -76,6 +93,7 @@ class DecoderSpec:
                 layout=tuple((str(b["name"]), str(b["kind"]), int(b["width"])) for b in d["layout"]),
                 negative_slope=float(d.get("negative_slope", 0.2)),
                 kind=str(d.get("kind", "mlp-decoder")),
+                continuous=str(d.get("continuous", "gaussian")),
             )
         except (KeyError, TypeError, ValueError) as e:
             raise SpecError(f"malformed decoder spec: {e}") from None
@@ -91,11 +109,16 @@ def mlp(sizes: list[int], negative_slope: float) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 1.0
+
+
 class Decoder(nn.Module):
+    """z -> head. Head = [encoded-table logits (output_dim) | continuous log-scales (gaussian)]."""
+
     def __init__(self, spec: DecoderSpec) -> None:
         super().__init__()
         self.spec = spec
-        self.net = mlp([spec.latent_dim, *spec.hidden, spec.output_dim], spec.negative_slope)
+        self.net = mlp([spec.latent_dim, *spec.hidden, spec.head_dim], spec.negative_slope)
         cat_slices, cont_idx, pos = [], [], 0
         for _, k, w in spec.layout:
             if k == "categorical":
@@ -104,14 +127,29 @@ class Decoder(nn.Module):
                 cont_idx.append(pos)
             pos += w
         self._cat = cat_slices
+        self._gaussian = spec.continuous == "gaussian" and bool(cont_idx)
         self.register_buffer("_cont", torch.tensor(cont_idx, dtype=torch.long), persistent=False)
+        if self._gaussian:
+            # Start the scales at s = 0.1 of the public range (a prior, not data): noisy DP steps
+            # are too few to walk log s from 0 to a typical spread.
+            head = self.net[-1]
+            with torch.no_grad():
+                head.bias[spec.output_dim :] = math.log(0.1)
+                head.weight[spec.output_dim :] *= 0.1
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """Raw logits (the VAE loss works on these)."""
+        """Raw head (the VAE loss works on these)."""
         return self.net(z)
 
+    def split(self, head: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Head -> (logits over the encoded table, clamped continuous log-scales or None)."""
+        d = self.spec.output_dim
+        if not self._gaussian:
+            return head[:, :d], None
+        return head[:, :d], head[:, d:].clamp(LOG_SCALE_MIN, LOG_SCALE_MAX)
+
     def probs(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits -> softmax per categorical block, sigmoid per continuous slot."""
+        """Logits -> softmax per categorical block, sigmoid (the mean) per continuous slot."""
         out = torch.empty_like(logits)
         for a, b in self._cat:
             out[:, a:b] = torch.softmax(logits[:, a:b], dim=1)
@@ -121,8 +159,14 @@ class Decoder(nn.Module):
 
     @torch.no_grad()
     def generate(self, n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Category probabilities and continuous *samples* (mean + Gaussian noise, in [0, 1])."""
         z = torch.randn(n, self.spec.latent_dim, generator=generator)
-        return self.probs(self.net(z))
+        logits, log_s = self.split(self.net(z))
+        out = self.probs(logits)
+        if log_s is not None:
+            eps = torch.randn(n, len(self._cont), generator=generator)
+            out[:, self._cont] = (out[:, self._cont] + log_s.exp() * eps).clamp(0.0, 1.0)
+        return out
 
 
 def build_decoder(spec: DecoderSpec) -> Decoder:

@@ -49,7 +49,9 @@ class GeneratorSet:
         return max((c.delta for c in self.cards), default=0.0)
 
     def save(self, out_dir: str, **extra: object) -> None:
-        write_generator_set(out_dir, self.schema, list(zip(self.decoders, self.cards, strict=True)), extra=extra)
+        write_generator_set(
+            out_dir, self.schema, list(zip(self.decoders, self.cards, strict=True)), extra=extra
+        )
 
     def as_loaded(self, source: str = "local") -> list[LoadedGenerator]:
         return [LoadedGenerator(c, d, source) for d, c in zip(self.decoders, self.cards, strict=True)]
@@ -83,7 +85,9 @@ def fit_generator_set(
     if [list(b) for b in spec.layout] != [[b["name"], b["kind"], b["width"]] for b in enc.layout()]:
         raise SchemaError("the decoder spec's output layout does not match this schema's encoding")
     if tuple(reversed(spec.hidden)) != cfg.hidden or spec.latent_dim != cfg.latent_dim:
-        cfg = VAEConfig(**{**cfg.__dict__, "hidden": tuple(reversed(spec.hidden)), "latent_dim": spec.latent_dim})
+        cfg = VAEConfig(
+            **{**cfg.__dict__, "hidden": tuple(reversed(spec.hidden)), "latent_dim": spec.latent_dim}
+        )
     x_all = enc.transform(data, validated=True)
     y = data[schema.target].to_numpy()
     decoders, cards, reports, skipped = [], [], [], []
@@ -124,7 +128,9 @@ class GeneratorPool:
             if g.card.schema_hash != schema.hash():
                 raise ArtifactError(f"generator from {g.source} was trained for a different schema")
             if [tuple(b) for b in g.decoder.spec.layout] != want:
-                raise ArtifactError(f"generator from {g.source} has an output layout that does not fit the schema")
+                raise ArtifactError(
+                    f"generator from {g.source} has an output layout that does not fit the schema"
+                )
             if g.card.class_label not in schema.classes:
                 raise ArtifactError(f"generator from {g.source} has unknown class {g.card.class_label!r}")
         self.schema = schema
@@ -136,9 +142,7 @@ class GeneratorPool:
         present = {g.card.class_label for g in self.generators}
         return [c for c in self.schema.classes if c in present]
 
-    def sample(
-        self, n: int, *, seed: int = 0, class_weights: dict[str, float] | None = None
-    ) -> pd.DataFrame:
+    def sample(self, n: int, *, seed: int = 0, class_weights: dict[str, float] | None = None) -> pd.DataFrame:
         """``n`` rows; classes balanced (or by ``class_weights``); each class spread uniformly
         over all generators of that class."""
         if n < 1:

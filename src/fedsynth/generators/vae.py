@@ -2,7 +2,8 @@
 
 Objective per record x (encoded by :class:`~fedsynth.data.encoders.TableEncoder`)::
 
-    L(x) = Σ_categorical CE(softmax(d(z))_block, x_block) + Σ_continuous BCE(σ(d(z))_j, x_j)
+    L(x) = Σ_categorical CE(softmax(d(z))_block, x_block)
+           + Σ_continuous [ (x_j − sigmoid(μ_j(z)))² / (2 s_j(z)²) + log s_j(z) ]   (Gaussian; or BCE)
            + β · KL(q(z|x) ‖ N(0, I)),    z = μ(x) + σ(x)·ε
 
 DP-SGD: every step samples each record independently with probability q = B/n (Poisson), clips
@@ -49,6 +50,7 @@ class VAEConfig:
     max_grad_norm: float = 1.0
     negative_slope: float = 0.2
     accountant: str = "rdp"
+    continuous: str = "gaussian"  # likelihood of continuous columns (see DecoderSpec)
     min_rows: int = 10  # below this a DP generator is pointless: skip the class
     max_steps: int = 1500  # cap on optimiser steps (keeps tiny-q runs fast)
     min_steps: int = 50  # small classes get more epochs so the model sees enough steps
@@ -59,6 +61,7 @@ class VAEConfig:
             hidden=tuple(reversed(self.hidden)),
             layout=tuple((str(b["name"]), str(b["kind"]), int(b["width"])) for b in layout),  # type: ignore[call-overload]
             negative_slope=self.negative_slope,
+            continuous=self.continuous,
         )
 
 
@@ -94,13 +97,15 @@ class VAE(nn.Module):
         h = self.encoder(x)
         mu, logvar = h[:, : self.latent_dim], h[:, self.latent_dim :].clamp(-8.0, 8.0)
         z = mu + torch.exp(0.5 * logvar) * noise
-        logits = self.decoder(z)
+        logits, log_s = self.decoder.split(self.decoder(z))
         rec = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
         for a, b in self._cat:
             rec = rec - (F.log_softmax(logits[:, a:b], dim=1) * x[:, a:b]).sum(dim=1)
         if self._cont:
             idx = self._cont
-            rec = rec + F.binary_cross_entropy_with_logits(logits[:, idx], x[:, idx], reduction="none").sum(dim=1)
+            rec = rec + F.binary_cross_entropy_with_logits(logits[:, idx], x[:, idx], reduction="none").sum(
+                dim=1
+            )
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
         return rec + beta * kl
 
@@ -200,7 +205,9 @@ def train_class_vae(
         account = DPSGDAccount(sigma, q, steps, float(delta), spent, cfg.accountant, cfg.max_grad_norm)  # type: ignore[arg-type]
     decoder = model.decoder
     decoder.eval()
-    report = TrainReport(class_label, n, account, time.perf_counter() - t0, losses[-1] if losses else float("nan"), losses)
+    report = TrainReport(
+        class_label, n, account, time.perf_counter() - t0, losses[-1] if losses else float("nan"), losses
+    )
     return decoder, report
 
 
