@@ -125,18 +125,26 @@ def _method(cfg: Mapping[str, Any], data: FlaimData) -> FederatedMethod:
 
 
 _CLIENT_CACHE: dict[tuple[str, int], tuple[np.ndarray, FederatedMethod]] = {}
+_DATA_CACHE: dict[str, tuple[FlaimData, list[np.ndarray]]] = {}  # in-process / simulation: load once
 
 
 def _client_factory(context: Context):  # type: ignore[no-untyped-def]
     cfg = context.run_config
 
     def answer(pid: int, payload: Mapping[str, Any]) -> dict[str, np.ndarray]:
-        key = (json.dumps(dict(cfg), sort_keys=True, default=str), pid)
+        cfg_key = json.dumps(dict(cfg), sort_keys=True, default=str)
+        key = (cfg_key, pid)
         if key not in _CLIENT_CACHE:  # one load per process (a deployed ClientApp is one message)
-            data = _load(cfg)
-            parts = make_clients(
-                data, int(cfg.get("clients", 2)), str(cfg.get("split", "iid")), int(cfg.get("seed", 0))
-            )
+            if cfg_key not in _DATA_CACHE:
+                data = _load(cfg)
+                k, split, seed = (
+                    int(cfg.get("clients", 2)),
+                    str(cfg.get("split", "iid")),
+                    int(cfg.get("seed", 0)),
+                )
+                _DATA_CACHE.clear()
+                _DATA_CACHE[cfg_key] = (data, make_clients(data, k, split, seed))
+            data, parts = _DATA_CACHE[cfg_key]
             _CLIENT_CACHE[key] = (data.train[parts[pid]], _method(cfg, data))
         codes, method = _CLIENT_CACHE[key]
         rec = context.state.config_records.get(STATE_KEY)
