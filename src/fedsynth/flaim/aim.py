@@ -73,6 +73,15 @@ class AIMResult:
     total_estimate: float = 0.0
 
 
+def check_domain_fits(sizes: dict[str, int], max_model_mb: float) -> None:
+    """The one-way model (and the largest single 1-way table) must fit under the size cap."""
+    need = sum(sizes.values()) * 8 / 2**20
+    if need > max_model_mb:
+        raise pgm.ModelSizeError(
+            f"the domain needs {need:.1f} MB for its one-way marginals alone, over the model-size cap of "
+            f"{max_model_mb} MB; coarsen the binning or raise the cap")
+
+
 def estimate_total(measurements: list[pgm.Measurement]) -> float:
     """Inverse-variance weighted mean of the noisy totals: N is not treated as public."""
     num = den = 0.0
@@ -100,6 +109,7 @@ def run_aim(
 ) -> AIMResult:
     """Central AIM; ``rounds=None`` runs AIM's adaptive schedule."""
     check_eps_delta(epsilon, delta)
+    check_domain_fits(sizes, max_model_mb)
     attrs = tuple(sizes)
     rng = np.random.default_rng(seed)
     rho = cdp_rho(epsilon, delta)
@@ -143,6 +153,8 @@ def run_aim(
         budget.gaussian(sigma, f"measure round {t}")
         limit = max_model_mb * budget.used / budget.rho
         feas = filt.feasible(model, limit)
+        if not feas:
+            raise pgm.ModelSizeError(f"no candidate marginal fits under the {limit:.2f} MB model-size cap")
         scores = np.array([weights[q] * (np.abs(answers[q] - model.counts(q)).sum()
                                          - bias(sigma, len(answers[q]))) for q in feas])
         q = feas[exponential_mechanism(scores, eps, wmax, rng)]

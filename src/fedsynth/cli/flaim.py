@@ -1,0 +1,248 @@
+"""``fedsynth flaim run`` and ``fedsynth bench flaim``: thin wrappers around :mod:`fedsynth.flaim.runner`."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+
+from fedsynth.cli.app import bench_app, flaim_app
+from fedsynth.cli.common import console, out, user_errors, write_atomic, write_json
+
+METHOD_HELP = "aim | aim-adaptive | distaim | naive | aug-oracle | aug-private | flaim-sa (ours)"
+
+
+def _load(dataset: str | None, data: Path | None, domain: Path | None, target: str | None, seed: int) -> Any:
+    from fedsynth.flaim.runner import load_flaim_data
+
+    if (dataset is None) == (data is None):
+        raise ValueError("give exactly one of --dataset NAME or --data FILE")
+    return load_flaim_data(dataset, data, domain_json=domain, target=target, seed=seed)
+
+
+def _check_common(epsilon: float, method: str) -> None:
+    from fedsynth.flaim.runner import ALL_METHODS
+
+    if method not in ALL_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALL_METHODS)}")
+    if not (epsilon > 0 and math.isfinite(epsilon)):
+        raise ValueError(f"--epsilon must be a finite number > 0, got {epsilon}")
+
+
+@flaim_app.command("run")
+def run_cmd(
+    method: str = typer.Option(..., "--method", help=METHOD_HELP),
+    epsilon: float = typer.Option(..., "--epsilon", help="total (ε, δ)-DP budget ε"),
+    dataset: str | None = typer.Option(None, "--dataset", help="adult | marketing | census"),
+    data: Path | None = typer.Option(None, "--data", help="a CSV file (raw, or integer codes with --domain)"),
+    domain: Path | None = typer.Option(None, "--domain", help="Private-PGM domain JSON for a pre-binned CSV"),
+    target: str | None = typer.Option(None, "--target", help="target column for --data (default: last)"),
+    delta: float = typer.Option(1e-5, "--delta"),
+    clients: int = typer.Option(100, "--clients", help="K"),
+    participation: float = typer.Option(0.1, "--participation", help="p, per round"),
+    rounds: int = typer.Option(10, "--rounds", help="T"),
+    split: str = typer.Option("cluster", "--split", help="iid | label-skew:BETA | cluster"),
+    seed: int = typer.Option(0, "--seed"),
+    rows: int | None = typer.Option(None, "--rows", help="synthetic rows (default: training size)"),
+    top: int = typer.Option(1, "--top", help="flaim-sa: marginals measured per round"),
+    out_path: Path = typer.Option(..., "--out", help="synthetic CSV to write"),
+    overwrite: bool = typer.Option(False, "--overwrite"),
+) -> None:
+    """Run one AIM / FLAIM method and write the synthetic table (written atomically at the end)."""
+    with user_errors():
+        _check_common(epsilon, method)
+        if out_path.exists() and not overwrite:
+            raise FileExistsError(f"{out_path} exists; pass --overwrite or choose another path")
+        if rows is not None and rows < 1:
+            raise ValueError("--rows must be >= 1")
+        from fedsynth.flaim.runner import run
+
+        d = _load(dataset, data, domain, target, seed)
+        r = run(
+            d,
+            method,
+            epsilon=epsilon,
+            delta=delta,
+            clients=clients,
+            participation=participation,
+            rounds=rounds,
+            split=split,
+            seed=seed,
+            rows=rows,
+            top=top,
+        )
+        df = d.domain.decode(r.synthetic)
+        write_atomic(out_path, df.to_csv(index=False))
+        m = r.metrics
+        out.print(
+            f"{method} on {d.name}: ε={epsilon} (ρ used {r.rho_used:.5f} of {r.rho:.5f}), "
+            f"L1={m['l1']:.3f} NLL={m['nll']:.2f} AUC={m['auc']:.3f}, {r.seconds:.1f}s, "
+            f"peak RSS {m['peak_rss_mb']:.0f} MB"
+        )
+        if method not in ("aim", "aim-adaptive"):
+            out.print(
+                f"per participating client: sent {r.client_bytes_sent / 1e3:.2f} KB, "
+                f"received {r.client_bytes_received / 1e3:.2f} KB ({r.participants} clients took part)"
+            )
+        out.print(f"wrote {len(df)} rows to {out_path}")
+
+
+def _fmt(vals: list[float], digits: int = 3) -> str:
+    v = np.asarray(vals, dtype=float)
+    if len(v) == 0 or np.all(np.isnan(v)):
+        return "–"
+    return f"{np.nanmean(v):.{digits}f} ± {np.nanstd(v):.{digits}f}"
+
+
+@bench_app.command("flaim")
+def bench_cmd(
+    dataset: str = typer.Option("adult", "--dataset"),
+    methods: list[str] = typer.Option(
+        ["aim", "distaim", "naive", "aug-oracle", "aug-private", "flaim-sa"], "--methods", help=METHOD_HELP
+    ),
+    epsilons: list[float] = typer.Option([1.0, 3.0], "--epsilons"),
+    seeds: int = typer.Option(3, "--seeds", help="number of seeds (0..S-1)"),
+    clients: int = typer.Option(100, "--clients"),
+    participation: float = typer.Option(0.1, "--participation"),
+    rounds: int = typer.Option(10, "--rounds"),
+    split: str = typer.Option("cluster", "--split"),
+    delta: float = typer.Option(1e-5, "--delta"),
+    top: int = typer.Option(1, "--top"),
+    json_path: Path | None = typer.Option(None, "--json", help="write results JSON here"),
+    plot: Path | None = typer.Option(None, "--plot", help="folder for PNGs (utility vs ε, vs rounds)"),
+    rounds_sweep: list[int] = typer.Option(
+        [], "--rounds-sweep", help="extra T values for the vs-rounds plot"
+    ),
+) -> None:
+    """Benchmark AIM and the FLAIM variants; one row per (method, ε), mean ± sd over seeds."""
+    with user_errors():
+        for mth in methods:
+            for e in epsilons:
+                _check_common(e, mth)
+        if seeds < 1:
+            raise ValueError("--seeds must be >= 1")
+        from fedsynth.flaim.runner import load_flaim_data, run
+
+        results: list[dict[str, Any]] = []
+        sweep = [(rounds, e) for e in epsilons] + [(t, epsilons[0]) for t in rounds_sweep if t != rounds]
+        for seed in range(seeds):
+            d = load_flaim_data(dataset, seed=seed)
+            for mth in methods:
+                for T, e in sweep:
+                    t0 = time.perf_counter()
+                    r = run(
+                        d,
+                        mth,
+                        epsilon=e,
+                        delta=delta,
+                        clients=clients,
+                        participation=participation,
+                        rounds=T,
+                        split=split,
+                        seed=seed,
+                        top=top,
+                    )
+                    row = {
+                        "method": mth,
+                        "epsilon": e,
+                        "rounds": T,
+                        "seed": seed,
+                        **r.metrics,
+                        "client_bytes_sent": r.client_bytes_sent,
+                        "client_bytes_received": r.client_bytes_received,
+                        "seconds": r.seconds,
+                        "wall_seconds": time.perf_counter() - t0,
+                        "rho_used": r.rho_used,
+                        "rho": r.rho,
+                    }
+                    results.append(row)
+                    console.print(
+                        f"[dim]{mth} ε={e} T={T} seed={seed}: L1={row['l1']:.3f} "
+                        f"AUC={row['auc']:.3f} {row['seconds']:.1f}s[/]"
+                    )
+        _print_table(results, rounds)
+        doc = {
+            "dataset": dataset,
+            "split": split,
+            "clients": clients,
+            "participation": participation,
+            "rounds": rounds,
+            "delta": delta,
+            "results": results,
+        }
+        if json_path is not None:
+            write_json(json_path, doc)
+        if plot is not None:
+            _plots(results, plot, rounds, dataset)
+
+
+def _print_table(results: list[dict[str, Any]], rounds: int) -> None:
+    from rich.table import Table
+
+    t = Table(title="FLAIM benchmark (mean ± sd over seeds)")
+    for c in (
+        "method",
+        "ε",
+        "L1",
+        "NLL",
+        "AUC",
+        "client KB sent",
+        "client KB recv",
+        "seconds",
+        "peak RSS MB",
+    ):
+        t.add_column(c)
+    keys = sorted(
+        {(r["method"], r["epsilon"]) for r in results if r["rounds"] == rounds}, key=lambda k: (k[1], k[0])
+    )
+    for mth, e in keys:
+        rs = [r for r in results if r["method"] == mth and r["epsilon"] == e and r["rounds"] == rounds]
+
+        def col(k: str, rs: list[dict[str, Any]] = rs) -> list[float]:
+            return [r[k] for r in rs]
+
+        t.add_row(
+            mth,
+            f"{e:g}",
+            _fmt(col("l1")),
+            _fmt(col("nll"), 2),
+            _fmt(col("auc")),
+            _fmt([x / 1e3 for x in col("client_bytes_sent")], 2),
+            _fmt([x / 1e3 for x in col("client_bytes_received")], 2),
+            _fmt(col("seconds"), 1),
+            f"{max(col('peak_rss_mb')):.0f}",
+        )
+    out.print(t)
+
+
+def _plots(results: list[dict[str, Any]], folder: Path, rounds: int, dataset: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    methods = sorted({r["method"] for r in results})
+    for xkey, fname in (("epsilon", "utility_vs_epsilon.png"), ("rounds", "utility_vs_rounds.png")):
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+        for mth in methods:
+            rs = [r for r in results if r["method"] == mth and (xkey == "rounds" or r["rounds"] == rounds)]
+            xs = sorted({r[xkey] for r in rs})
+            if len(xs) < 1:
+                continue
+            for ax, metric in zip(axes, ("l1", "auc"), strict=True):
+                ys = [np.nanmean([r[metric] for r in rs if r[xkey] == x]) for x in xs]
+                ax.plot(xs, ys, marker="o", label=mth)
+                ax.set_xlabel("ε" if xkey == "epsilon" else "rounds T")
+                ax.set_ylabel("workload L1" if metric == "l1" else "GBDT AUC")
+        axes[0].legend(fontsize=8)
+        fig.suptitle(f"{dataset}: utility vs {'ε' if xkey == 'epsilon' else 'rounds'}")
+        fig.tight_layout()
+        tmp = folder / f".{fname}.tmp.png"
+        fig.savefig(tmp, dpi=100)
+        plt.close(fig)
+        tmp.replace(folder / fname)

@@ -1,0 +1,508 @@
+"""Federated AIM variants as plain client / server steps (no transport).
+
+Every round is a short sequence of *steps*. In each step the server broadcasts a plan (a dict of
+numpy arrays: model potentials, candidate mask, ...), every sampled client answers with
+``client_step(data, plan) -> {key: int64 vector}``, the vectors are summed per key through a
+:class:`~fedsynth.flaim.secure_sum.SecureSum`, and ``server_step(state, plan, sums)`` updates the
+server state. Nothing else crosses the boundary, so traffic is the secure sum's messages plus the
+broadcast plan. The Flower apps call exactly these functions::
+
+    method = make_method("flaim-sa", ctx)          # ctx: domain sizes, workload, budget, seed
+    state = method.init_state()
+    while (plan := method.plan(state, participants)) is not None:
+        vectors = {k: method.client_step(k, client_codes[k], plan) for k in participants}
+        sums = {key: secure_sum({k: v[key] for k, v in vectors.items()}) for key in plan_keys}
+        state = method.server_step(state, plan, {key: r.total for key, r in sums.items()})
+
+Methods (ρ from (ε, δ); T rounds; d attributes; σ, ε_exp from the fixed-T calibration):
+
+* ``distaim`` — DistAIM: a newly sampled client sends its answers to *all* candidates once; the
+  server keeps the running sum A over every client sampled so far and runs central AIM's select /
+  measure on A (the exponential and Gaussian mechanisms run on the aggregate, as inside the MPC of
+  the paper: our server stands in for that MPC and sees A; documented limitation).
+* ``naive`` — NaiveFLAIM: each sampled client selects a marginal with a *local* exponential
+  mechanism (score on its own data vs the broadcast model, sensitivity 2·max w since n_k changes
+  too); a one-hot vote goes through the secure sum so the server learns which marginals were
+  picked; then each client sends its answers in the block of the marginal it picked (zeros
+  elsewhere); Gaussian noise is added to each block sum, which is rescaled to N̂.
+* ``aug-oracle`` — as naive, local score minus w_q·n_k·τ_k(q), τ_k(q) = ‖M_q(D_k)/n_k − M_q(D)/N‖₁
+  computed from the *global* data (not private: a reference only).
+* ``aug-private`` — as naive; in rounds 1..T−1 every sampled client also sends its one-way marginals,
+  which are noised, fed to the model and kept as a running estimate P̂; the local score subtracts
+  w_q·n_k·mean_{a∈q}‖P̂(a) − P_k(a)‖₁ (sensitivity 4·max w) and one-way candidates are dropped.
+  σ is charged for T + d·max(T−1, 1) measurements.
+* ``flaim-sa`` (ours) — see :mod:`fedsynth.flaim` docs: votes as in naive (local exp. mechanism),
+  the ``top`` most-voted marginals are then measured from *every* sampled client; each client adds
+  an integer Skellam share of the noise so the secure sum already holds the noisy answer (the
+  server never sees an exact count); measurements are weighted by their actual noise after
+  rescaling (σ·N̂/n̂_t), and N̂ is the Horvitz–Thompson estimate n̂_t/p averaged over rounds
+  (N is not public).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from fedsynth.flaim import model as pgm
+from fedsynth.flaim.accounting import Budget, cdp_rho, check_eps_delta, fixed_t_calibration
+from fedsynth.flaim.aim import CandidateFilter, bias, check_domain_fits, exponential_mechanism
+from fedsynth.flaim.measure import marginal_counts, skellam_share
+from fedsynth.flaim.workload import Clique, candidate_weights
+
+METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa")
+_STEP_IDS = {"oneway": 0, "vote": 1, "answer": 2, "answers": 3}
+
+
+@dataclass
+class Context:
+    """Everything public the server and clients share."""
+
+    sizes: dict[str, int]
+    workload: list[Clique]
+    epsilon: float
+    delta: float
+    rounds: int
+    participation: float
+    alpha: float = 0.9
+    max_model_mb: float = 80.0
+    round_iters: int = 50
+    final_iters: int = 1000
+    seed: int = 0
+    top: int = 1  # flaim-sa: marginals measured per round
+    global_codes: np.ndarray | None = None  # aug-oracle only (non-private reference)
+
+    @property
+    def attrs(self) -> tuple[str, ...]:
+        return tuple(self.sizes)
+
+
+@dataclass
+class ServerState:
+    round: int = 0
+    step: str = ""
+    budget: Budget | None = None
+    sigma: float = 0.0
+    eps: float = 0.0
+    measurements: list[pgm.Measurement] = field(default_factory=list)
+    model: pgm.PGM | None = None
+    n_hat: list[float] = field(default_factory=list)  # per-round estimates of N
+    selected: list[Clique] = field(default_factory=list)
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def total(self) -> float:
+        return max(float(np.mean(self.n_hat)), 1.0) if self.n_hat else 1.0
+
+
+class FederatedMethod:
+    """Shared machinery; subclasses define the steps of a round."""
+
+    name = "base"
+    n_extra_measurements = 0  # besides T: charged at σ by the calibration (d by default)
+
+    def __init__(self, ctx: Context):
+        check_eps_delta(ctx.epsilon, ctx.delta)
+        if ctx.rounds < 1:
+            raise ValueError(f"rounds must be >= 1, got {ctx.rounds}")
+        if not 0 < ctx.participation <= 1:
+            raise ValueError(f"participation must be in (0, 1], got {ctx.participation}")
+        check_domain_fits(ctx.sizes, ctx.max_model_mb)
+        self.ctx = ctx
+        self.weights = candidate_weights(ctx.workload, ctx.attrs)
+        self.cands = list(self.weights)
+        self.wmax = max(self.weights.values())
+        self.filter = CandidateFilter(ctx.sizes, self.cands)
+        self.rng = np.random.default_rng(ctx.seed + 1)
+        self._client_cache: dict[tuple[int, str], Any] = {}
+        self._global: dict[Clique, np.ndarray] = {}
+        self.client_memory: dict[tuple[int, int], Clique] = {}  # what each client remembers between steps
+
+    # -- calibration ------------------------------------------------------------------------
+    def n_measurements_extra(self) -> int:
+        return len(self.ctx.attrs)
+
+    def init_state(self) -> ServerState:
+        rho = cdp_rho(self.ctx.epsilon, self.ctx.delta)
+        cal = fixed_t_calibration(rho, self.ctx.rounds, self.n_measurements_extra(), self.ctx.alpha)
+        return ServerState(budget=Budget(rho), sigma=cal.sigma, eps=cal.epsilon_select)
+
+    # -- helpers ------------------------------------------------------------------------------
+    def _rescaled(self, q: Clique, noisy_sum: np.ndarray, sigma: float, n_round: float) -> pgm.Measurement:
+        """Rescale a noisy count vector of a client subset to N̂; its noise scales with it."""
+        return (
+            pgm.Measurement(q, noisy_sum, sigma)
+            if n_round <= 0
+            else pgm.Measurement(q, noisy_sum * (1.0 / n_round), sigma / n_round)
+        )
+
+    def _refit(self, state: ServerState, iters: int | None = None) -> None:
+        # Measurements are stored as proportions (y/n̂_t, σ/n̂_t); the model is fit on the N̂ scale.
+        N = state.total
+        ms = [pgm.Measurement(m.clique, m.y * N, m.sigma * N) for m in state.measurements]
+        state.model = pgm.fit(self.ctx.sizes, ms, N, iters=iters or self.ctx.round_iters, warm=state.model)
+
+    def _feasible(self, state: ServerState) -> list[Clique]:
+        assert state.model is not None and state.budget is not None
+        limit = self.ctx.max_model_mb * min(state.budget.used / state.budget.rho, 1.0)
+        feas = self.filter.feasible(state.model, limit)
+        if not feas:
+            raise pgm.ModelSizeError(f"no candidate marginal fits under the {limit:.2f} MB model-size cap")
+        return feas
+
+    def broadcast_model(self, state: ServerState) -> dict[str, np.ndarray]:
+        """The model as the clients receive it: potentials as float32 (that is what is counted)."""
+        assert state.model is not None
+        return {"pot:" + ",".join(c): v.astype(np.float32) for c, v in state.model.potentials.items()}
+
+    def client_model(self, plan: dict[str, Any]) -> pgm.PGM:
+        key = (plan["round"], "model")
+        if key not in self._client_cache:  # every client rebuilds the same model from the broadcast
+            self._client_cache.clear()
+            pots = {
+                tuple(k[4:].split(",")): v.astype(np.float64)
+                for k, v in plan["arrays"].items()
+                if k.startswith("pot:")
+            }
+            self._client_cache[key] = pgm.PGM(self.ctx.sizes, pots, float(plan["total"]))
+        return self._client_cache[key]
+
+    def model_counts(self, plan: dict[str, Any], q: Clique) -> np.ndarray:
+        key = (plan["round"], "c:" + ",".join(q))
+        if key not in self._client_cache:
+            self._client_cache[key] = self.client_model(plan).probability(q).ravel()
+        return self._client_cache[key]
+
+    def global_answer(self, q: Clique) -> np.ndarray:
+        if q not in self._global:
+            assert self.ctx.global_codes is not None
+            g = marginal_counts(self.ctx.global_codes, self.ctx.sizes, q, self.ctx.attrs)
+            self._global[q] = g / max(g.sum(), 1)
+        return self._global[q]
+
+    def local_scores(
+        self,
+        codes: np.ndarray,
+        plan: dict[str, Any],
+        cands: list[Clique],
+        tau: dict[Clique, float] | None = None,
+    ) -> np.ndarray:
+        """u_k(q) = w_q (‖M_q(D_k) − n_k p̂_q‖₁ − n_k τ_k(q) − √(2/π) σ_k |Ω_q|), σ_k = σ·n_k/(p·N̂)."""
+        n_k = len(codes)
+        sig_k = plan["sigma"] * n_k / max(self.ctx.participation * float(plan["total"]), 1.0)
+        out = np.empty(len(cands))
+        for i, q in enumerate(cands):
+            x = marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)
+            err = np.abs(x - n_k * self.model_counts(plan, q)).sum()
+            het = n_k * tau[q] if tau is not None else 0.0
+            out[i] = self.weights[q] * (err - het - bias(sig_k, len(x)))
+        return out
+
+    # -- protocol (overridden) ----------------------------------------------------------------
+    def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
+        raise NotImplementedError
+
+    def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
+
+    def server_step(
+        self, state: ServerState, plan: dict[str, Any], sums: dict[str, np.ndarray]
+    ) -> ServerState:
+        raise NotImplementedError
+
+    def finish(self, state: ServerState) -> pgm.PGM:
+        self._refit(state, self.ctx.final_iters)
+        assert state.model is not None
+        return state.model
+
+
+def _oneways(codes: np.ndarray, sizes: dict[str, int], attrs: tuple[str, ...]) -> np.ndarray:
+    return np.concatenate([marginal_counts(codes, sizes, (a,), attrs) for a in attrs])
+
+
+def _split(vec: np.ndarray, cliques: list[Clique], sizes: dict[str, int]) -> list[np.ndarray]:
+    lens = [int(np.prod([sizes[a] for a in q])) for q in cliques]
+    return np.split(vec, np.cumsum(lens)[:-1])
+
+
+class VotingMethod(FederatedMethod):
+    """naive / aug-oracle / aug-private / flaim-sa: steps 'oneway' (init) → 'vote' → 'answer'."""
+
+    oneway_every_round = False
+    augment = "none"  # none | oracle | private
+    distributed_noise = False
+
+    def _next_step(self, state: ServerState) -> tuple[int, str] | None:
+        r, s = state.round, state.step
+        T = self.ctx.rounds
+        if s == "":
+            return 1, "oneway"
+        if s == "oneway":
+            return r, "vote"
+        if s == "vote":
+            return r, "answer"
+        if r >= T:
+            return None
+        if self.oneway_every_round and r + 1 <= T - 1:
+            return r + 1, "oneway"
+        return r + 1, "vote"
+
+    def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
+        nxt = self._next_step(state)
+        if nxt is None:
+            return None
+        r, step = nxt
+        plan: dict[str, Any] = {
+            "round": r,
+            "step": step,
+            "sigma": state.sigma,
+            "eps": state.eps,
+            "total": state.total,
+            "m": len(participants),
+            "arrays": {},
+        }
+        if step == "vote":
+            feas = self._feasible(state)
+            if self.augment == "private":
+                feas = [q for q in feas if len(q) > 1] or feas
+            plan["cands"] = feas
+            plan["arrays"] = self.broadcast_model(state)
+            plan["arrays"]["cands"] = np.array([self.cands.index(q) for q in feas], dtype=np.int16)
+            if self.augment == "private":
+                plan["arrays"]["p1"] = state.extra["p1"].astype(np.float32)
+        elif step == "answer":
+            plan["cliques"] = state.extra["to_measure"]
+            plan["arrays"] = {
+                "cliques": np.array([self.cands.index(q) for q in plan["cliques"]], dtype=np.int16)
+            }
+        return plan
+
+    def _tau(
+        self, codes: np.ndarray, plan: dict[str, Any], cands: list[Clique]
+    ) -> dict[Clique, float] | None:
+        if self.augment == "none":
+            return None
+        n_k = max(len(codes), 1)
+        if self.augment == "oracle":
+            return {
+                q: float(
+                    np.abs(
+                        marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs) / n_k
+                        - self.global_answer(q)
+                    ).sum()
+                )
+                for q in cands
+            }
+        p1 = np.split(
+            plan["arrays"]["p1"].astype(float), np.cumsum([self.ctx.sizes[a] for a in self.ctx.attrs])[:-1]
+        )
+        local = {
+            a: marginal_counts(codes, self.ctx.sizes, (a,), self.ctx.attrs) / n_k for a in self.ctx.attrs
+        }
+        d1 = {a: float(np.abs(p1[i] - local[a]).sum()) for i, a in enumerate(self.ctx.attrs)}
+        return {q: float(np.mean([d1[a] for a in q])) for q in cands}
+
+    def sensitivity(self) -> float:
+        # |M_q(D_k) − n_k p̂| moves by ≤ 2 per record (cell and n_k); the τ term adds 2 more.
+        return (4.0 if self.augment == "private" else 2.0) * self.wmax
+
+    def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
+        sizes, attrs = self.ctx.sizes, self.ctx.attrs
+        rng = np.random.default_rng([self.ctx.seed, plan["round"], cid, _STEP_IDS[plan["step"]]])
+        if plan["step"] == "oneway":
+            x = _oneways(codes, sizes, attrs)
+            if self.distributed_noise:
+                x = x + skellam_share(len(x), plan["sigma"] ** 2 / plan["m"], rng)
+            return {"oneway": x}
+        if plan["step"] == "vote":
+            cands = plan["cands"]
+            if len(codes) == 0:
+                return {"vote": np.zeros(len(self.cands), dtype=np.int64)}
+            scores = self.local_scores(codes, plan, cands, self._tau(codes, plan, cands))
+            pick = cands[exponential_mechanism(scores, plan["eps"], self.sensitivity(), rng)]
+            v = np.zeros(len(self.cands), dtype=np.int64)
+            v[self.cands.index(pick)] = 1
+            self.client_memory[(plan["round"], cid)] = pick  # client-side state (Flower: its Context)
+            return {"vote": v}
+        # answer
+        blocks = []
+        for q in plan["cliques"]:
+            x = marginal_counts(codes, sizes, q, attrs)
+            if not self.distributed_noise and self.client_memory.get((plan["round"], cid)) != q:
+                x = np.zeros_like(x)
+            blocks.append(x)
+        vec = np.concatenate(blocks)
+        if self.distributed_noise:
+            vec = vec + skellam_share(len(vec), plan["sigma"] ** 2 / plan["m"], rng)
+        return {"answer": vec}
+
+    def server_step(
+        self, state: ServerState, plan: dict[str, Any], sums: dict[str, np.ndarray]
+    ) -> ServerState:
+        assert state.budget is not None
+        state.round, state.step = plan["round"], plan["step"]
+        attrs, sizes, sigma = self.ctx.attrs, self.ctx.sizes, state.sigma
+        if plan["step"] == "oneway":
+            state.budget.gaussian(sigma, f"round {plan['round']} one-way marginals", math.sqrt(len(attrs)))
+            y = sums["oneway"].astype(float)
+            if not self.distributed_noise:
+                y = y + self.rng.normal(0, sigma, len(y))
+            parts = _split(y, [(a,) for a in attrs], sizes)
+            n_round = float(np.mean([p.sum() for p in parts]))
+            state.n_hat.append(max(n_round, 1.0) / self.ctx.participation)
+            for a, p in zip(attrs, parts, strict=True):
+                state.measurements.append(self._rescaled((a,), p, sigma, max(n_round, 1.0)))
+            p1 = np.concatenate([np.clip(p, 0, None) for p in parts])
+            state.extra["p1_sum"] = state.extra.get("p1_sum", 0) + p1
+            acc = state.extra["p1_sum"]
+            state.extra["p1"] = np.concatenate(
+                [b / max(b.sum(), 1e-9) for b in _split(acc, [(a,) for a in attrs], sizes)]
+            )
+            self._refit(state)
+        elif plan["step"] == "vote":
+            state.budget.exponential(state.eps, f"round {plan['round']} local selection")
+            votes = sums["vote"]
+            state.extra["votes"] = votes
+            order = np.argsort(-votes, kind="stable")
+            chosen = [self.cands[i] for i in order if votes[i] > 0]
+            if self.distributed_noise:
+                chosen = chosen[: self.ctx.top]
+            state.extra["to_measure"] = chosen
+        else:
+            chosen = plan["cliques"]
+            k = len(chosen) if self.distributed_noise else 1  # naive: a record is in one block only
+            state.budget.gaussian(sigma, f"round {plan['round']} measurement", math.sqrt(k))
+            y = sums["answer"].astype(float)
+            if not self.distributed_noise:
+                y = y + self.rng.normal(0, sigma, len(y))
+            blocks = _split(y, chosen, sizes)
+            for q, b in zip(chosen, blocks, strict=True):
+                n_b = float(b.sum())
+                if n_b < 1.0:  # the noise swamped a block from tiny clients: skip it (post-processing)
+                    continue
+                state.measurements.append(self._rescaled(q, b, sigma, n_b))
+                state.selected.append(q)
+            if self.distributed_noise and blocks:
+                state.n_hat.append(
+                    max(float(np.mean([b.sum() for b in blocks])), 1.0) / self.ctx.participation
+                )
+            self._refit(state)
+        return state
+
+    def n_measurements_extra(self) -> int:
+        d = len(self.ctx.attrs)
+        if self.distributed_noise:  # top-k marginals per round: charge (top−1)·T extra
+            return d + (self.ctx.top - 1) * self.ctx.rounds
+        return d * max(self.ctx.rounds - 1, 1) if self.oneway_every_round else d
+
+
+class Naive(VotingMethod):
+    name = "naive"
+
+
+class AugOracle(VotingMethod):
+    name = "aug-oracle"
+    augment = "oracle"
+
+
+class AugPrivate(VotingMethod):
+    name = "aug-private"
+    augment = "private"
+    oneway_every_round = True
+
+
+class FlaimSA(VotingMethod):
+    """Ours: secure-aggregated measurement of the most-voted marginals from every sampled client."""
+
+    name = "flaim-sa"
+    distributed_noise = True
+
+
+class DistAIM(FederatedMethod):
+    """Clients send all candidate answers once; the server runs AIM on the running aggregate."""
+
+    name = "distaim"
+
+    def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
+        if state.round >= self.ctx.rounds:
+            return None
+        contributed = state.extra.setdefault("contributed", set())
+        return {
+            "round": state.round + 1,
+            "step": "answers",
+            "m": len(participants),
+            "arrays": {},
+            "new": [k for k in participants if k not in contributed],
+            "sigma": state.sigma,
+            "eps": state.eps,
+            "total": state.total,
+        }
+
+    def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
+        if cid not in plan["new"]:
+            return {"answers": np.zeros(self._total_cells(), dtype=np.int64)}
+        return {
+            "answers": np.concatenate(
+                [marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs) for q in self.cands]
+            )
+        }
+
+    def _total_cells(self) -> int:
+        return int(sum(np.prod([self.ctx.sizes[a] for a in q]) for q in self.cands))
+
+    def server_step(
+        self, state: ServerState, plan: dict[str, Any], sums: dict[str, np.ndarray]
+    ) -> ServerState:
+        assert state.budget is not None
+        state.round = plan["round"]
+        state.extra["contributed"].update(plan["new"])
+        agg = state.extra.get("agg")
+        agg = sums["answers"] if agg is None else agg + sums["answers"]
+        state.extra["agg"] = agg
+        answers = dict(zip(self.cands, _split(agg, self.cands, self.ctx.sizes), strict=True))
+        n_agg = float(answers[(self.ctx.attrs[0],)].sum())
+        sigma = state.sigma
+        if state.model is None:
+            for a in self.ctx.attrs:
+                state.budget.gaussian(sigma, f"one-way {a}")
+                y = answers[(a,)] + self.rng.normal(0, sigma, len(answers[(a,)]))
+                state.measurements.append(self._rescaled((a,), y, sigma, max(float(y.sum()), 1.0)))
+            state.n_hat = [max(float(np.sum(state.measurements[0].y)), 1.0)]
+            self._refit(state)
+        state.budget.exponential(state.eps, f"round {state.round} selection")
+        state.budget.gaussian(sigma, f"round {state.round} measurement")
+        assert state.model is not None
+        feas = self._feasible(state)
+        scores = np.array(
+            [
+                self.weights[q]
+                * (
+                    np.abs(answers[q] - n_agg * state.model.probability(q).ravel()).sum()
+                    - bias(sigma, len(answers[q]))
+                )
+                for q in feas
+            ]
+        )
+        q = feas[exponential_mechanism(scores, state.eps, self.wmax, self.rng)]
+        y = answers[q] + self.rng.normal(0, sigma, len(answers[q]))
+        state.measurements.append(self._rescaled(q, y, sigma, max(float(y.sum()), 1.0)))
+        state.selected.append(q)
+        state.n_hat = [max(float(y.sum()), 1.0)]  # the model describes the aggregate so far
+        self._refit(state)
+        return state
+
+
+def make_method(name: str, ctx: Context) -> FederatedMethod:
+    table = {
+        "distaim": DistAIM,
+        "naive": Naive,
+        "aug-oracle": AugOracle,
+        "aug-private": AugPrivate,
+        "flaim-sa": FlaimSA,
+    }
+    if name not in table:
+        raise ValueError(f"unknown federated method {name!r}; choose one of {sorted(table)}")
+    return table[name](ctx)
