@@ -122,9 +122,78 @@ def bench_flower(clients: int, size: int, rounds: int, simulation: bool) -> dict
     secs = [b - a for a, b in itertools.pairwise(stamps)]
     last = driver.results[-1]
     return _row(
-        name, secs, last.bytes_sent, last.bytes_received, size=size,
-        wall_seconds_including_startup=wall, startup_seconds=stamps[0] - t0,
-    )  # fmt: skip
+        name,
+        secs,
+        last.bytes_sent,
+        last.bytes_received,
+        size=size,
+        wall_seconds_including_startup=wall,
+        startup_seconds=stamps[0] - t0,
+    )
+
+
+def bench_flaim(method: str, clients: int, participation: float, rounds: int, simulation: bool) -> list[dict]:
+    """One FLAIM run on Adult (ε=1, IID split): plain sum vs in-process SecAgg+ vs Flower (grid / ray)."""
+    import tempfile
+
+    from fedsynth.federated import flaim_methods as fm
+    from fedsynth.flaim.runner import load_flaim_data, run
+
+    data = load_flaim_data("adult", seed=0)
+    kw = dict(epsilon=1.0, clients=clients, participation=participation, rounds=rounds, split="iid", seed=0)
+    rows = []
+    ref_selected = None
+    for label, ssum in [("runner + plain sum", plain_sum), ("runner + in-process SecAgg+", SecAggPlusSum())]:
+        t = time.perf_counter()
+        r = run(data, method, secure_sum=ssum, evaluate=False, **kw)  # type: ignore[arg-type]
+        rows.append(
+            {
+                "setting": f"{method}: {label}",
+                "seconds": time.perf_counter() - t,
+                "client_bytes_sent": r.client_bytes_sent,
+                "client_bytes_received": r.client_bytes_received,
+                "selected": [list(q) for q in r.selected],
+            }
+        )
+        ref_selected = ref_selected or rows[-1]["selected"]
+    engines = ["grid"] + (["ray"] if simulation else [])
+    for engine in engines:
+        with tempfile.TemporaryDirectory() as tmp:
+            cfg = {
+                "method": method,
+                "dataset": "adult",
+                "out": f"{tmp}/r.json",
+                "evaluate": False,
+                "max-client-rows": len(data.train),
+                **{k: v for k, v in kw.items()},
+            }
+            t = time.perf_counter()
+            if engine == "grid":
+                run_in_process(fm.server_app, fm.client_app, clients, run_config=cfg)
+            else:
+                from flwr.simulation import run_simulation
+
+                server, client = fm.make_apps(cfg)  # run_simulation passes no run config
+                run_simulation(
+                    server,
+                    client,
+                    clients,
+                    backend_config={"client_resources": {"num_cpus": 1}, "init_args": {"num_cpus": 2}},
+                )
+            secs = time.perf_counter() - t
+            rep = json.loads(Path(cfg["out"]).read_text())
+        rows.append(
+            {
+                "setting": f"{method}: Flower SecAgg+ ({'in-process grid' if engine == 'grid' else 'ray'})",
+                "seconds": secs,
+                "client_bytes_sent": rep["client_bytes_sent"],
+                "client_bytes_received": rep["client_bytes_received"],
+                "selected": rep["selected"],
+            }
+        )
+    for r in rows:
+        r["same_selection_as_plain"] = r["selected"] == ref_selected
+    return rows
 
 
 def main() -> None:
@@ -136,6 +205,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=10)
     ap.add_argument("--simulation", action="store_true", help="also run on the ray simulation engine")
     ap.add_argument("--json", type=Path, default=Path("bench_securesum.json"))
+    ap.add_argument("--flaim", default="", help="also time one FLAIM run on Adult with this method")
+    ap.add_argument("--flaim-clients", type=int, default=20)
+    ap.add_argument("--flaim-participation", type=float, default=0.5)
     args = ap.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
@@ -160,8 +232,24 @@ def main() -> None:
                 f"wall {r['wall_seconds_including_startup']:.1f} s"
             )
     print(f"{flaim['setting']} ({flaim['size']} entries): {flaim['total_seconds']:.2f} s total")
+    flaim_rows = []
+    if args.flaim:
+        flaim_rows = bench_flaim(
+            args.flaim, args.flaim_clients, args.flaim_participation, args.rounds, args.simulation
+        )
+        print(
+            f"\nFLAIM {args.flaim} on Adult, eps=1, K={args.flaim_clients}, p={args.flaim_participation}, "
+            f"T={args.rounds}, IID (no evaluation)"
+        )
+        print(f"{'setting':<50} {'seconds':>8} {'KB sent':>9} {'KB recv':>9} {'same selection':>15}")
+        for r in flaim_rows:
+            print(
+                f"{r['setting']:<50} {r['seconds']:>8.1f} {r['client_bytes_sent'] / 1024:>9.1f} "
+                f"{r['client_bytes_received'] / 1024:>9.1f} {r['same_selection_as_plain']!s:>15}"
+            )
     out = {
         "clients": args.clients,
+        "flaim": flaim_rows,
         "machine": f"{platform.node()} {platform.machine()} {platform.processor() or ''}".strip(),
         "rows": rows,
         "flaim_like_run": flaim,

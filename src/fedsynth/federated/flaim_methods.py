@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 from flwr.app import ConfigRecord, Context
+from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.federated.secure_rounds import FlowerSumChannel, SecAggSettings, SumRequest, make_client_app
@@ -128,8 +129,8 @@ _CLIENT_CACHE: dict[tuple[str, int], tuple[np.ndarray, FederatedMethod]] = {}
 _DATA_CACHE: dict[str, tuple[FlaimData, list[np.ndarray]]] = {}  # in-process / simulation: load once
 
 
-def _client_factory(context: Context):  # type: ignore[no-untyped-def]
-    cfg = context.run_config
+def _client_factory(context: Context, override: Mapping[str, Any] | None = None):  # type: ignore[no-untyped-def]
+    cfg = dict(override) if override is not None else context.run_config
 
     def answer(pid: int, payload: Mapping[str, Any]) -> dict[str, np.ndarray]:
         cfg_key = json.dumps(dict(cfg), sort_keys=True, default=str)
@@ -159,15 +160,19 @@ def _client_factory(context: Context):  # type: ignore[no-untyped-def]
     return answer
 
 
-client_app = make_client_app(_client_factory)
-
-
 # ----------------------------------------------------------------------------- server
 
 
-def run_method(grid: Grid, context: Context, settings: SecAggSettings | None = None) -> dict[str, Any]:
-    """Run one FLAIM method over the connected ClientApps; returns (and optionally writes) a report."""
-    cfg = context.run_config
+def run_method(
+    grid: Grid,
+    context: Context,
+    settings: SecAggSettings | None = None,
+    run_config: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Run one FLAIM method over the connected ClientApps; returns (and optionally writes) a report.
+
+    ``run_config`` overrides ``context.run_config`` (Flower's ``run_simulation`` passes none)."""
+    cfg = dict(run_config) if run_config is not None else context.run_config
     t0 = time.perf_counter()
     data = _load(cfg)
     method = _method(cfg, data)
@@ -244,9 +249,17 @@ def run_method(grid: Grid, context: Context, settings: SecAggSettings | None = N
     return report
 
 
-server_app = ServerApp()
+def make_apps(run_config: Mapping[str, Any] | None = None) -> tuple[ServerApp, ClientApp]:
+    """(ServerApp, ClientApp) for the FLAIM methods; ``run_config`` fixes the configuration (for
+    ``flwr.simulation.run_simulation``), else each side reads its Flower ``Context.run_config``."""
+    server = ServerApp()
+
+    @server.main()
+    def _main(grid: Grid, context: Context) -> None:
+        run_method(grid, context, run_config=run_config)
+
+    return server, make_client_app(lambda ctx: _client_factory(ctx, run_config))
 
 
-@server_app.main()
-def _main(grid: Grid, context: Context) -> None:
-    run_method(grid, context)
+# Deployable components: ``fedsynth.federated.flaim_methods:server_app`` / ``:client_app``
+server_app, client_app = make_apps()
