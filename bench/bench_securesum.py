@@ -165,6 +165,7 @@ def bench_flaim(method: str, clients: int, participation: float, rounds: int, si
                 "out": f"{tmp}/r.json",
                 "evaluate": False,
                 "max-client-rows": len(data.train),
+                "secret-client-randomness": False,  # same draws as the runner: selections comparable
                 **{k: v for k, v in kw.items()},
             }
             t = time.perf_counter()

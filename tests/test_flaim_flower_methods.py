@@ -31,7 +31,8 @@ def table(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def _cfg(method: str, csv: Path, dom: Path, out: Path) -> dict:
     return {"method": method, "data": str(csv), "domain": str(dom), "epsilon": 1.0, "clients": 5,
             "participation": 0.6, "rounds": 3, "split": "iid", "seed": 3, "workload": "all-2way",
-            "out": str(out), "evaluate": False, "max-client-rows": 3000}  # fmt: skip
+            "out": str(out), "evaluate": False, "max-client-rows": 3000,
+            "secret-client-randomness": False}  # fmt: skip
 
 
 @pytest.mark.parametrize("method", ["flaim-sa", "naive", "distaim"])
@@ -52,19 +53,32 @@ def test_flower_run_equals_inprocess_runner(method: str, table: tuple[Path, Path
     assert rep["client_bytes_sent"] > ref.client_bytes_sent  # SecAgg+ keys/shares on top of the payload
 
 
+def test_secret_client_randomness_still_runs_within_budget(table: tuple[Path, Path], tmp_path: Path) -> None:
+    csv, dom = table
+    out = tmp_path / "report.json"
+    cfg = {**_cfg("flaim-sa", csv, dom, out), "secret-client-randomness": True}
+    run_in_process(fm.server_app, fm.client_app, 5, run_config=cfg)
+    rep = json.loads(out.read_text())
+    assert len(rep["selected"]) >= 1 and rep["rho_used"] <= rep["rho"] * (1 + 1e-9)
+
+
 def test_plan_transport_roundtrip_and_oracle_refused(table: tuple[Path, Path], tmp_path: Path) -> None:
     arrays = {"cands": np.array([0, 4], dtype=np.int16), "p1": np.ones(3, dtype=np.float32)}
     plan = {
         "round": 2,
         "step": "vote",
         "cands": [("a",), ("a", "b")],
-        "new": [1, 3],
+        "new": {1: [("a", "b")], 3: []},
         "sigma": 1.5,
         "arrays": arrays,
     }
     meta, blob = fm.encode_plan(plan)
     back = fm.decode_plan(json.loads(json.dumps(meta)), blob)
-    assert back["cands"] == [("a",), ("a", "b")] and back["new"] == [1, 3] and back["sigma"] == 1.5
+    assert (
+        back["cands"] == [("a",), ("a", "b")]
+        and back["new"] == {1: [("a", "b")], 3: []}
+        and back["sigma"] == 1.5
+    )
     assert back["arrays"]["cands"].dtype == np.int16 and back["arrays"]["cands"].tolist() == [0, 4]
     csv, dom = table
     with pytest.raises(ValueError, match="aug-oracle"):

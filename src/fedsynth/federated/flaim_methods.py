@@ -15,7 +15,8 @@ Run config (``flwr run --run-config`` or ``run_in_process(..., run_config=...)``
 ``dataset`` (adult|marketing|census) or ``data`` (+ ``domain`` for pre-binned files), ``epsilon``,
 ``delta``, ``clients``, ``participation``, ``rounds``, ``split``, ``seed``, ``workload``, ``top``,
 ``alpha``, ``max-model-mb``, ``max-client-rows`` (public bound on a client's row count), ``rows``,
-``evaluate`` (bool), ``out`` (JSON report path).
+``evaluate`` (bool), ``out`` (JSON report path), ``secret-client-randomness`` (default true: clients
+draw their mechanism randomness and noise shares from OS entropy, not from the public seed).
 
 Note on this one-machine setup: the ServerApp loads the data file only to obtain the public domain
 and, after the run, to evaluate the synthetic data; clients read only their own partition.
@@ -23,9 +24,11 @@ and, after the run, to evaluate the synthetic data; clients read only their own 
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import json
 import math
+import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -51,7 +54,10 @@ NOISE_TAIL_SIGMAS = 40.0
 
 def _jsonable(v: Any) -> Any:
     if isinstance(v, dict):
-        return {str(k): _jsonable(x) for k, x in v.items()}
+        if all(isinstance(k, str) for k in v):
+            return {k: _jsonable(x) for k, x in v.items()}
+        # non-string keys (client ids, cliques) would be stringified by JSON: keep them as pairs
+        return {"__items__": [[_jsonable(k), _jsonable(x)] for k, x in v.items()]}
     if isinstance(v, list | tuple):
         return [_jsonable(x) for x in v]
     if isinstance(v, set | frozenset):
@@ -63,15 +69,21 @@ def _jsonable(v: Any) -> Any:
     return v
 
 
-def _cliques_back(v: Any) -> Any:
-    """Lists of lists of attribute names were tuples (cliques) before JSON."""
-    if (
-        isinstance(v, list)
-        and v
-        and all(isinstance(q, list) and all(isinstance(a, str) for a in q) for q in v)
-    ):
-        return [tuple(q) for q in v]
+def _restore(v: Any) -> Any:
+    """Undo ``_jsonable``: pair-encoded dicts, and lists of attribute-name lists back to cliques."""
+    if isinstance(v, dict):
+        if set(v) == {"__items__"}:
+            return {_key(_restore(k)): _restore(x) for k, x in v["__items__"]}
+        return {k: _restore(x) for k, x in v.items()}
+    if isinstance(v, list):
+        if v and all(isinstance(q, list) and q and all(isinstance(a, str) for a in q) for q in v):
+            return [tuple(q) for q in v]
+        return [_restore(x) for x in v]
     return v
+
+
+def _key(k: Any) -> Any:
+    return tuple(k) if isinstance(k, list) else k
 
 
 def encode_plan(plan: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
@@ -82,7 +94,7 @@ def encode_plan(plan: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
 
 
 def decode_plan(meta: Mapping[str, Any], blob: bytes) -> dict[str, Any]:
-    plan = {k: _cliques_back(v) for k, v in meta.items()}
+    plan = {k: _restore(v) for k, v in meta.items()}
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
         plan["arrays"] = {k: z[k] for k in z.files}
     return plan
@@ -152,6 +164,11 @@ def _client_factory(context: Context, override: Mapping[str, Any] | None = None)
         memory = json.loads(str(rec["memory"])) if rec is not None and "memory" in rec else []
         method.client_memory = {(int(r), int(c)): tuple(q) for r, c, q in memory}
         plan = decode_plan(payload["plan"], payload["_blob"])
+        if bool(cfg.get("secret-client-randomness", True)):
+            # The core seeds a client's draws (local exponential mechanism, Skellam noise share) from
+            # the public run seed, so a server knowing it could regenerate and subtract the shares.
+            # A deployed client uses fresh OS entropy instead; tests turn this off to compare runs.
+            method.ctx = dataclasses.replace(method.ctx, seed=int.from_bytes(os.urandom(7), "little"))
         out = method.client_step(pid, codes, plan)
         mem = [[r, c, list(q)] for (r, c), q in method.client_memory.items() if c == pid]
         context.state.config_records[STATE_KEY] = ConfigRecord({"memory": json.dumps(mem)})
@@ -191,8 +208,11 @@ def run_method(
     recv: dict[int, int] = {}
     secagg_rounds = 0
     while True:
-        nxt_round = state.round + (1 if state.step in ("", "answer", "answers") else 0)
-        if nxt_round != cur_round:  # Poisson participation, drawn once per round; at least two
+        if hasattr(method, "upcoming_round"):
+            nxt_round = method.upcoming_round(state)
+        else:  # older core
+            nxt_round = state.round + (1 if state.step in ("", "answer", "answers") else 0)
+        if nxt_round is not None and nxt_round != cur_round:  # Poisson, once per round; at least two
             cur_round = nxt_round
             participants = [int(k) for k in np.flatnonzero(rng.random(clients) < participation)]
             while len(participants) < min(2, clients):
