@@ -49,12 +49,15 @@ def decoder_log_likelihood(
 ) -> np.ndarray:
     """Monte-Carlo log p(x) under the released decoder alone (no encoder needed).
 
-    log p(x | z) uses the training likelihood: categorical log-softmax + Bernoulli (BCE) on the
-    [0, 1]-scaled continuous slots. All terms are matrix products over the K latent draws.
+    log p(x | z) uses the decoder's likelihood: categorical log-softmax, plus Bernoulli (BCE) or
+    Gaussian terms on the [0, 1]-scaled continuous slots. All terms are matrix products over the K
+    latent draws.
     """
     g = torch.Generator().manual_seed(seed)
     z = torch.randn(n_latent, decoder.spec.latent_dim, generator=g)
-    logits = decoder(z)  # (K, D)
+    head = decoder(z)
+    # Decoders with Gaussian continuous columns carry per-column log-scales after the logits.
+    logits, log_s = decoder.split(head) if hasattr(decoder, "split") else (head, None)
     xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
     ll = torch.zeros(xt.shape[0], n_latent)
     pos = 0
@@ -68,7 +71,12 @@ def decoder_log_likelihood(
     if cont:
         lc = logits[:, cont]
         xc = xt[:, cont]
-        ll += xc @ F.logsigmoid(lc).T + (1 - xc) @ F.logsigmoid(-lc).T
+        if log_s is None:  # Bernoulli-mean likelihood (BCE), as in training
+            ll += xc @ F.logsigmoid(lc).T + (1 - xc) @ F.logsigmoid(-lc).T
+        else:  # Gaussian N(x; sigmoid(μ), s²), expanded into matrix products over the K draws
+            m, a = torch.sigmoid(lc), 0.5 * torch.exp(-2 * log_s)
+            ll -= (xc**2) @ a.T - 2 * xc @ (m * a).T + (m**2 * a).sum(1)[None, :]
+            ll -= (log_s.sum(1) + 0.5 * len(cont) * math.log(2 * math.pi))[None, :]
     return (torch.logsumexp(ll, dim=1) - math.log(n_latent)).numpy()
 
 

@@ -123,53 +123,34 @@ class AuditReport:
     def table(self) -> Table:
         eps = "none (non-private)" if self.claimed_epsilon is None else f"{self.claimed_epsilon:.3g}"
         t = Table(title=f"privacy audit — claimed ε = {eps}, δ = {self.claimed_delta:.1e}")
-        for col in ("check", "n", "value", "95% null band", "TPR@1%", "TPR@0.1%", "ε lower bound", "ok"):
-            t.add_column(col)
+        for col in ("check", "n", "value", "null 95%", "TPR@1%", "@0.1%", "ε ≥", "ok"):
+            t.add_column(col, no_wrap=True)
         d = self.membership.dcr
-        t.add_row(
-            "DCR share (closer to member)",
-            str(d.n_synthetic),
-            f"{d.share:.3f}",
-            f"{d.band[0]:.3f}–{d.band[1]:.3f}",
-            "",
-            "",
-            "",
-            _ok(d.inside_band),
-        )
-        t.add_row(
-            "exact copies member / non-member",
-            str(d.n_synthetic),
-            f"{d.copy_rate_members:.2%} / {d.copy_rate_nonmembers:.2%}",
-            "",
-            "",
-            "",
-            "",
-            "",
-        )
+        band = f"{d.band[0]:.2f}–{d.band[1]:.2f}"
+        t.add_row("DCR share", str(d.n_synthetic), f"{d.share:.3f}", band, "", "", "", _ok(d.inside_band))
+        copies = f"{d.copy_rate_members:.1%}/{d.copy_rate_nonmembers:.1%}"
+        t.add_row("copies mem/non", str(d.n_synthetic), copies, "", "", "", "", "")
         ce = self.claimed_epsilon if self.claimed_epsilon is not None else math.inf
         for a in self.membership.attacks:
+            ok = a.auc <= a.null_band[1] and a.eps_lower_bound <= ce
             t.add_row(
-                f"MIA {a.name} (AUC)",
-                f"{a.n_members}+{a.n_nonmembers}",
-                f"{a.auc:.3f}",
-                f"{a.null_band[0]:.3f}–{a.null_band[1]:.3f}",
-                f"{a.tpr_at_1pct:.3f}",
-                f"{a.tpr_at_01pct:.3f}",
-                f"{a.eps_lower_bound:.2f}",
-                _ok(a.auc <= a.null_band[1] and a.eps_lower_bound <= ce),
-            )
+                a.name, f"{a.n_members}+{a.n_nonmembers}", f"{a.auc:.3f}",
+                f"{a.null_band[0]:.2f}–{a.null_band[1]:.2f}", f"{a.tpr_at_1pct:.3f}", f"{a.tpr_at_01pct:.3f}",
+                f"{a.eps_lower_bound:.2f}", _ok(ok),
+            )  # fmt: skip
         if self.canary is not None:
             r = self.canary.result
             cc = self.canary.claimed_epsilon
+            ok = r.eps_lower_bound <= (cc if cc is not None else math.inf)
             t.add_row(
-                f"one-run canary audit (class {self.canary.class_label})",
+                "canary 1-run",
                 f"m={r.m}",
-                f"{r.correct}/{r.guesses} right",
+                f"{r.correct}/{r.guesses}",
                 "",
                 "",
                 "",
-                f"{r.eps_lower_bound:.2f}" + (f" (run ε={cc:.2f})" if cc is not None else ""),
-                _ok(r.eps_lower_bound <= (cc if cc is not None else math.inf)),
+                f"{r.eps_lower_bound:.2f}",
+                _ok(ok),
             )
         return t
 
