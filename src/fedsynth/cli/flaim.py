@@ -112,6 +112,9 @@ def bench_cmd(
     split: str = typer.Option("cluster", "--split"),
     delta: float = typer.Option(1e-5, "--delta"),
     top: int = typer.Option(1, "--top"),
+    data_seed: int | None = typer.Option(
+        None, "--data-seed", help="fix the train/test split and client partition (default: each run's seed)"
+    ),
     json_path: Path | None = typer.Option(None, "--json", help="write results JSON here"),
     plot: Path | None = typer.Option(None, "--plot", help="folder for PNGs (utility vs ε, vs rounds)"),
     rounds_sweep: list[int] = typer.Option(
@@ -130,7 +133,7 @@ def bench_cmd(
         results: list[dict[str, Any]] = []
         sweep = [(rounds, e) for e in epsilons] + [(t, epsilons[0]) for t in rounds_sweep if t != rounds]
         for seed in range(seeds):
-            d = load_flaim_data(dataset, seed=seed)
+            d = load_flaim_data(dataset, seed=seed if data_seed is None else data_seed)
             for mth in methods:
                 for T, e in sweep:
                     t0 = time.perf_counter()
@@ -145,6 +148,7 @@ def bench_cmd(
                         split=split,
                         seed=seed,
                         top=top,
+                        split_seed=data_seed,
                     )
                     row = {
                         "method": mth,
@@ -166,6 +170,7 @@ def bench_cmd(
                     )
         _print_table(results, rounds)
         doc = {
+            "data_seed": data_seed,
             "dataset": dataset,
             "split": split,
             "clients": clients,

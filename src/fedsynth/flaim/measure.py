@@ -9,9 +9,9 @@ cell above 65,535 does not wrap (the FLAIM reference stored answers as uint16).
 * Distributed noise: each of m clients adds an integer Skellam share Sk(μ/m) = Pois(μ/(2m)) −
   Pois(μ/(2m)); the sum of the shares is Sk(μ) with variance μ = σ², so the secure sum already
   holds the noisy answer and nobody (the server included) sees an exact count. Privacy of the
-  Skellam mechanism (Agarwal, Kairouz, Liu 2021, Thm 3.5): for sensitivity Δ₁ = Δ₂² = 1 per
-  marginal it is (α, α/(2μ) + min((2α−1+6)/(4μ²), 3/(2μ)))-RDP, i.e. ρ = 1/(2σ²) plus an additive
-  ξ ≤ 3/(2σ²) term that :func:`skellam_extra_eps` reports.
+  Skellam mechanism (Agarwal, Kairouz, Liu 2021): for Δ₁ = Δ₂ = 1 per marginal it is
+  (α, α/(2μ) + min((2α−1+6)/(4μ²), 3/(2μ)))-RDP, bounded by ρ-zCDP with
+  ρ = 1/(2σ²) + 7/(4σ⁴) (:func:`skellam_rho`).
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ def skellam_share(shape: int | tuple[int, ...], variance: float, rng: np.random.
     return (rng.poisson(lam, size=shape) - rng.poisson(lam, size=shape)).astype(np.int64)
 
 
-def skellam_extra_eps(sigma: float) -> float:
-    """Additive RDP term ξ of the Skellam mechanism at variance σ² (upper bound, Δ=1)."""
-    return 3.0 / (2.0 * sigma**2)
+def skellam_rho(sigma: float) -> float:
+    """zCDP ρ bounding the Skellam mechanism with variance σ² and unit L1/L2 sensitivity.
+
+    RDP: ε(α) ≤ α/(2σ²) + min(((2α−1) + 6)/(4σ⁴), 3/(2σ²)) ≤ α·(1/(2σ²) + 7/(4σ⁴)) for α ≥ 1.
+    """
+    return 1.0 / (2 * sigma**2) + 7.0 / (4 * sigma**4)

@@ -50,7 +50,7 @@ import numpy as np
 from fedsynth.flaim import model as pgm
 from fedsynth.flaim.accounting import Budget, cdp_rho, check_eps_delta, fixed_t_calibration
 from fedsynth.flaim.aim import CandidateFilter, bias, check_domain_fits, exponential_mechanism
-from fedsynth.flaim.measure import marginal_counts, skellam_share
+from fedsynth.flaim.measure import marginal_counts, skellam_rho, skellam_share
 from fedsynth.flaim.workload import Clique, candidate_weights
 
 METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa")
@@ -72,7 +72,8 @@ class Context:
     round_iters: int = 50
     final_iters: int = 1000
     seed: int = 0
-    top: int = 1  # flaim-sa: marginals measured per round
+    top: int = 1  # flaim-sa: marginals measured per round (on average)
+    select_rounds: int | None = None  # flaim-sa: vote only in rounds 1..S (default S = T)
     global_codes: np.ndarray | None = None  # aug-oracle only (non-private reference)
 
     @property
@@ -183,6 +184,10 @@ class FederatedMethod:
             self._global[q] = g / max(g.sum(), 1)
         return self._global[q]
 
+    def local_sigma(self, plan: dict[str, Any], n_k: int) -> float:
+        """Noise of a measurement in client-k units: it is taken over ≈ p·N̂ records, rescaled."""
+        return plan["sigma"] * n_k / max(self.ctx.participation * float(plan["total"]), 1.0)
+
     def local_scores(
         self,
         codes: np.ndarray,
@@ -192,7 +197,7 @@ class FederatedMethod:
     ) -> np.ndarray:
         """u_k(q) = w_q (‖M_q(D_k) − n_k p̂_q‖₁ − n_k τ_k(q) − √(2/π) σ_k |Ω_q|), σ_k = σ·n_k/(p·N̂)."""
         n_k = len(codes)
-        sig_k = plan["sigma"] * n_k / max(self.ctx.participation * float(plan["total"]), 1.0)
+        sig_k = self.local_sigma(plan, n_k)
         out = np.empty(len(cands))
         for i, q in enumerate(cands):
             x = marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)
@@ -202,6 +207,14 @@ class FederatedMethod:
         return out
 
     # -- protocol (overridden) ----------------------------------------------------------------
+    def upcoming_round(self, state: ServerState) -> int | None:
+        """The round the next plan belongs to (the runner draws participants once per round)."""
+        nxt = self._next_step(state)
+        return None if nxt is None else nxt[0]
+
+    def _next_step(self, state: ServerState) -> tuple[int, str] | None:
+        return (state.round + 1, "answers") if state.round < self.ctx.rounds else None
+
     def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
         raise NotImplementedError
 
@@ -415,10 +428,168 @@ class AugPrivate(VotingMethod):
 
 
 class FlaimSA(VotingMethod):
-    """Ours: secure-aggregated measurement of the most-voted marginals from every sampled client."""
+    """Ours: every record answers every measured marginal at most once, through a noisy secure sum.
+
+    Server state per measured marginal q (the d one-ways, then one new marginal per round):
+    a running noisy sum A_q = Σ_t (Σ_{k∈S_t, k new to q} M_q(D_k) + Z_{q,t}), Z_{q,t} ~ Sk(σ²)
+    made of the participants' integer Skellam shares, and r_q = rounds accumulated. Round t:
+
+    1. *vote*: each sampled client runs the exponential mechanism (ε_exp, Δ = 2·max w) on its local
+       score against the broadcast model, over candidates not already implied by the measured set,
+       and sends a one-hot vote through the secure sum; the most-voted marginal joins the set;
+    2. *answer*: every sampled client sends, for each marginal in the set it has not answered
+       before, its counts (zeros otherwise) plus its noise share; blocks with no new contributor
+       are skipped. The server adds the block sums to A_q. The model is refit on
+       y_q = A_q/n̂_q with noise σ·√r_q/n̂_q (n̂_q = noisy total of A_q), rescaled to N̂ = n̂ of the
+       one-ways: more clients → more weight; N is never needed.
+
+    Privacy (record-level, add/remove, ρ-zCDP): which round a record's counts enter A_q is fixed by
+    the data-independent client sampling and by earlier DP outputs, and it enters each A_q exactly
+    once, so across all rounds the Gaussian/Skellam part costs Σ_q ρ_sk(σ) over the d + T·top
+    marginals — the same count as central AIM — not per round. The selection runs every round a
+    client is sampled and is charged every round (T·ε²/8). ρ_sk(σ) = 1/(2σ²) + 7/(4σ⁴) bounds the
+    Skellam mechanism's RDP (Agarwal et al. 2021, unit L1/L2 sensitivity), and σ is solved so that
+    (d + T·top)·ρ_sk(σ) = αρ. The secure sum only ever reveals noisy sums to the server.
+    """
 
     name = "flaim-sa"
     distributed_noise = True
+
+    def init_state(self) -> ServerState:
+        rho = cdp_rho(self.ctx.epsilon, self.ctx.delta)
+        n_meas = len(self.ctx.attrs) + self.ctx.rounds * self.ctx.top
+        cal = fixed_t_calibration(rho, self._vote_rounds(), len(self.ctx.attrs), self.ctx.alpha)
+        lo, hi = math.sqrt(n_meas / (2 * self.ctx.alpha * rho)), 1e6  # solve n·ρ_sk(σ) = αρ
+        for _ in range(200):
+            mid = (lo + hi) / 2
+            lo, hi = (mid, hi) if n_meas * skellam_rho(mid) > self.ctx.alpha * rho else (lo, mid)
+        st = ServerState(budget=Budget(rho), sigma=hi, eps=cal.epsilon_select)
+        st.extra.update(acc={}, rounds_acc={}, answered=set(), order=[])
+        return st
+
+    def _vote_rounds(self) -> int:
+        # Default: vote in the first half of the rounds (front-loaded), so that each chosen marginal
+        # accumulates answers from more clients; the selection budget is split over these S rounds.
+        S = self.ctx.select_rounds or max(self.ctx.rounds // 2, 1)
+        if not 1 <= S <= self.ctx.rounds:
+            raise ValueError(f"select_rounds must be in 1..{self.ctx.rounds}, got {S}")
+        return S
+
+    def _next_step(self, state: ServerState) -> tuple[int, str] | None:
+        r, s = state.round, state.step
+        S = self._vote_rounds()
+        if s == "":
+            return 1, "answer"  # round 1 starts by collecting the one-ways
+        if s == "answer" and not state.extra.get("voted_in_round") and r <= S:
+            return r, "vote"
+        if s == "vote":
+            return r, "answer"
+        if r >= self.ctx.rounds:
+            return None
+        return (r + 1, "vote") if r + 1 <= S else (r + 1, "answer")
+
+    def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
+        nxt = self._next_step(state)
+        if nxt is None:
+            return None
+        r, step = nxt
+        if r != state.round:
+            state.extra["voted_in_round"] = False
+        plan: dict[str, Any] = {
+            "round": r,
+            "step": step,
+            "sigma": state.sigma,
+            "eps": state.eps,
+            "total": state.total,
+            "m": len(participants),
+            "arrays": {},
+        }
+        if step == "vote":
+            measured = state.extra["order"]
+            feas = [q for q in self._feasible(state) if not any(set(q) <= set(m) for m in measured)]
+            plan["cands"] = feas or self._feasible(state)
+            plan["arrays"] = self.broadcast_model(state)
+            plan["arrays"]["cands"] = np.array([self.cands.index(q) for q in plan["cands"]], dtype=np.int16)
+            return plan
+        if state.step == "":
+            wanted = [(a,) for a in self.ctx.attrs]
+            state.extra["order"] = list(wanted)
+            for q in wanted:
+                state.budget.spend(skellam_rho(state.sigma), f"one-way {q[0]} (once per record)")
+        wanted = list(state.extra["order"])
+        answered = state.extra["answered"]
+        blocks = [q for q in wanted if any((k, q) not in answered for k in participants)]
+        plan["cliques"] = blocks
+        plan["new"] = {k: [q for q in blocks if (k, q) not in answered] for k in participants}
+        plan["arrays"] = {
+            "cliques": np.array(
+                [self.cands.index(q) if q in self.cands else -1 for q in blocks], dtype=np.int16
+            )
+        }
+        return plan
+
+    def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
+        if plan["step"] == "vote":
+            return super().client_step(cid, codes, plan)
+        rng = np.random.default_rng([self.ctx.seed, plan["round"], cid, 5])
+        mine = set(plan["new"][cid])
+        blocks = [
+            marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)
+            if q in mine
+            else np.zeros(int(np.prod([self.ctx.sizes[a] for a in q])), dtype=np.int64)
+            for q in plan["cliques"]
+        ]
+        vec = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
+        return {"answer": vec + skellam_share(len(vec), plan["sigma"] ** 2 / plan["m"], rng)}
+
+    def server_step(
+        self, state: ServerState, plan: dict[str, Any], sums: dict[str, np.ndarray]
+    ) -> ServerState:
+        assert state.budget is not None
+        state.round, state.step = plan["round"], plan["step"]
+        ex = state.extra
+        if plan["step"] == "vote":
+            state.budget.exponential(state.eps, f"round {plan['round']} local selection")
+            votes = sums["vote"]
+            order = np.argsort(-votes, kind="stable")
+            # The T·top marginals are spread over the S vote rounds (front-loaded when S < T).
+            left = self.ctx.rounds * self.ctx.top - len(state.selected)
+            k = math.ceil(left / max(self._vote_rounds() - plan["round"] + 1, 1))
+            chosen = [self.cands[i] for i in order if votes[i] > 0][:k]
+            for q in chosen:
+                state.budget.spend(skellam_rho(state.sigma), f"marginal {q} (once per record)")
+                ex["order"].append(q)
+                state.selected.append(q)
+            ex["voted_in_round"] = True
+            return state
+        for q, b in zip(
+            plan["cliques"],
+            _split(sums["answer"].astype(float), plan["cliques"], self.ctx.sizes),
+            strict=True,
+        ):
+            ex["acc"][q] = ex["acc"].get(q, 0.0) + b
+            ex["rounds_acc"][q] = ex["rounds_acc"].get(q, 0) + 1
+        for k, qs in plan["new"].items():
+            ex["answered"].update((k, q) for q in qs)
+        self._rebuild(state)
+        return state
+
+    def _rebuild(self, state: ServerState) -> None:
+        ex = state.extra
+        state.measurements = []
+        n1 = [float(ex["acc"][(a,)].sum()) for a in self.ctx.attrs if (a,) in ex["acc"]]
+        state.n_hat = [max(float(np.mean(n1)), 1.0)] if n1 else [1.0]
+        for q, A in ex["acc"].items():
+            n_q = float(A.sum())
+            if n_q < 1.0:
+                continue
+            state.measurements.append(
+                pgm.Measurement(q, A / n_q, state.sigma * math.sqrt(ex["rounds_acc"][q]) / n_q)
+            )
+        self._refit(state)
+
+    def n_measurements_extra(self) -> int:
+        return len(self.ctx.attrs) + (self.ctx.top - 1) * self.ctx.rounds
 
 
 class DistAIM(FederatedMethod):

@@ -164,10 +164,16 @@ def run(
     rows: int | None = None,
     secure_sum: SecureSum | None = None,
     top: int = 1,
+    select_rounds: int | None = None,
+    split_seed: int | None = None,
     max_model_mb: float = 80.0,
     evaluate: bool = True,
 ) -> RunResult:
-    """Run one method and (optionally) evaluate it."""
+    """Run one method and (optionally) evaluate it.
+
+    ``seed`` drives the workload draw, client sampling and all mechanisms; ``split_seed`` (default:
+    ``seed``) the client partition, so benchmarks can reuse one cached cluster split across seeds.
+    """
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALL_METHODS)}")
     if not (epsilon > 0):
@@ -191,7 +197,7 @@ def run(
         )
         model, budget, selected = res.model, res.budget, res.selected
     else:
-        parts = make_clients(data, clients, split, seed)
+        parts = make_clients(data, clients, split, seed if split_seed is None else split_seed)
         client_codes = [data.train[p] for p in parts]
         ctx = Context(
             sizes,
@@ -203,6 +209,7 @@ def run(
             alpha=alpha,
             seed=seed,
             top=top,
+            select_rounds=select_rounds,
             max_model_mb=max_model_mb,
             global_codes=data.train if method == "aug-oracle" else None,
         )
@@ -213,8 +220,8 @@ def run(
         participants: list[int] = []
         cur_round = 0
         while True:
-            nxt_round = state.round + (1 if state.step in ("", "answer", "answers") else 0)
-            if nxt_round != cur_round:  # Poisson participation, drawn once per round
+            nxt_round = m.upcoming_round(state)
+            if nxt_round is not None and nxt_round != cur_round:  # Poisson participation, once per round
                 cur_round = nxt_round
                 participants = [int(k) for k in np.flatnonzero(rng.random(clients) < participation)]
                 while len(participants) < min(2, clients):
