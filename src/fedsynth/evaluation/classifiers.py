@@ -24,10 +24,22 @@ from fedsynth.data.schema import Schema
 CS = (0.003, 0.03, 0.3, 3.0)
 
 
-def make_logreg(schema: Schema, y: np.ndarray, *, seed: int = 0, C: float | None = None) -> Pipeline:
-    """One-hot + standardise + logistic regression; ``C`` by 3-fold CV unless given."""
-    cats = [c for c in schema.features if c.kind == "categorical"]
-    conts = [c for c in schema.features if c.kind == "continuous"]
+def make_logreg(
+    schema: Schema,
+    y: np.ndarray,
+    *,
+    seed: int = 0,
+    C: float | None = None,
+    extra: tuple[str, ...] = (),
+    only_extra: bool = False,
+) -> Pipeline:
+    """One-hot + standardise + logistic regression; ``C`` by 3-fold CV unless given.
+
+    ``extra``: additional numeric columns (e.g. another model's log-odds, for stacking);
+    ``only_extra``: use nothing else (Platt-style recalibration of that model).
+    """
+    cats = [c for c in schema.features if c.kind == "categorical"] if not only_extra else []
+    conts = [c.name for c in schema.features if c.kind == "continuous" and not only_extra] + list(extra)
     pre = ColumnTransformer(
         [
             (
@@ -35,7 +47,7 @@ def make_logreg(schema: Schema, y: np.ndarray, *, seed: int = 0, C: float | None
                 OneHotEncoder(categories=[list(c.categories) for c in cats], handle_unknown="ignore"),
                 [c.name for c in cats],
             ),
-            ("num", StandardScaler(), [c.name for c in conts]),
+            ("num", StandardScaler(), conts),
         ],
         sparse_threshold=0.0,
     )
@@ -55,19 +67,46 @@ def make_logreg(schema: Schema, y: np.ndarray, *, seed: int = 0, C: float | None
     return Pipeline([("pre", pre), ("clf", clf)])
 
 
-def fit_logreg(schema: Schema, train: pd.DataFrame, *, seed: int = 0, C: float | None = None) -> Pipeline:
+def fit_logreg(
+    schema: Schema,
+    train: pd.DataFrame,
+    *,
+    seed: int = 0,
+    C: float | None = None,
+    extra: tuple[str, ...] = (),
+    only_extra: bool = False,
+) -> Pipeline:
     y = train[schema.target].astype(str).to_numpy()
-    model = make_logreg(schema, y, seed=seed, C=C)
+    model = make_logreg(schema, y, seed=seed, C=C, extra=extra, only_extra=only_extra)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)
-        model.fit(train[[c.name for c in schema.features]], y)
+        model.fit(train[[c.name for c in schema.features] + list(extra)], y)
     return model
 
 
-def choose_C(schema: Schema, train: pd.DataFrame, *, seed: int = 0) -> float:
+def log_odds_features(
+    model: Pipeline, schema: Schema, df: pd.DataFrame, prefix: str = "__syn"
+) -> pd.DataFrame:
+    """``df`` plus one column per class: the model's log-probability (the stacking feature)."""
+    p = np.clip(model.predict_proba(df[[c.name for c in schema.features]]), 1e-6, 1.0)
+    if p.shape[1] == 2:  # binary: the log-odds alone
+        cols = {f"{prefix}0": np.log(p[:, 1] / p[:, 0])}
+    else:
+        cols = {f"{prefix}{j}": np.log(p[:, j]) for j in range(p.shape[1])}
+    return df.assign(**cols)
+
+
+def choose_C(
+    schema: Schema,
+    train: pd.DataFrame,
+    *,
+    seed: int = 0,
+    extra: tuple[str, ...] = (),
+    only_extra: bool = False,
+) -> float:
     """The L2 strength that 3-fold CV picks on ``train`` (reused across outer CV folds for speed)."""
-    clf = fit_logreg(schema, train, seed=seed).named_steps["clf"]
+    clf = fit_logreg(schema, train, seed=seed, extra=extra, only_extra=only_extra).named_steps["clf"]
     return float(np.atleast_1d(clf.C_)[0]) if hasattr(clf, "C_") else float(clf.C)
 
 
@@ -79,6 +118,8 @@ def fit_proba(
     seed: int = 0,
     prior: np.ndarray | None = None,
     C: float | None = None,
+    extra: tuple[str, ...] = (),
+    only_extra: bool = False,
 ) -> list[np.ndarray]:
     """Fit on ``train`` and return class probabilities (columns = ``schema.classes``) per test frame.
 
@@ -86,13 +127,13 @@ def fit_proba(
     data were sampled class-balanced but the silo knows its own class frequencies.
     """
     classes = list(schema.classes)
-    model = fit_logreg(schema, train, seed=seed, C=C)
+    model = fit_logreg(schema, train, seed=seed, C=C, extra=extra, only_extra=only_extra)
     y = train[schema.target].astype(str).to_numpy()
     fitted = list(model.classes_)
     train_prior = np.array([np.mean(y == c) for c in classes])
     out = []
     for df in test_frames:
-        p_fit = model.predict_proba(df[[c.name for c in schema.features]])
+        p_fit = model.predict_proba(df[[c.name for c in schema.features] + list(extra)])
         p = np.zeros((len(df), len(classes)))
         for j, c in enumerate(fitted):
             p[:, classes.index(c)] = p_fit[:, j]
@@ -102,3 +143,24 @@ def fit_proba(
             p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
         out.append(p)
     return out
+
+
+def stacking_mode(schema: Schema, train: pd.DataFrame, extra: tuple[str, ...], *, seed: int = 0) -> bool:
+    """True if recalibrating the other model alone (``only_extra``) beats full stacking in 3-fold
+    CV log-loss on ``train`` — typical when the silo has few rows for many features."""
+    from sklearn.metrics import log_loss
+    from sklearn.model_selection import StratifiedKFold
+
+    y = train[schema.target].astype(str).to_numpy()
+    _, counts = np.unique(y, return_counts=True)
+    k = int(min(3, counts.min())) if len(counts) > 1 else 0
+    if k < 2:
+        return True
+    losses = {True: 0.0, False: 0.0}
+    for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(train, y):
+        for only in (True, False):
+            p = fit_proba(schema, train.iloc[tr], [train.iloc[te]], seed=seed, extra=extra, only_extra=only)[
+                0
+            ]
+            losses[only] += log_loss(y[te], p, labels=list(schema.classes))
+    return losses[True] <= losses[False]

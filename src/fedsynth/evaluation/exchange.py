@@ -59,8 +59,14 @@ class HubExchange:
 
 @contextmanager
 def hub_exchange(
-    schema: Schema, spec: DecoderSpec, silos: int, *, max_epsilon: float, max_delta: float,
-    db_url: str | None = None, store: str | Path | None = None,
+    schema: Schema,
+    spec: DecoderSpec,
+    silos: int,
+    *,
+    max_epsilon: float,
+    max_delta: float,
+    db_url: str | None = None,
+    store: str | Path | None = None,
 ) -> Iterator[HubExchange]:
     """Start a hub, create a federation for ``schema``/``spec`` and register ``silos`` silos."""
     from fedsynth.exchange.client import HubAdmin
@@ -73,7 +79,11 @@ def hub_exchange(
         hub = stack.enter_context(run_hub(db, store))
         admin = stack.enter_context(HubAdmin(hub.url, hub.admin_token))
         admin.create_federation(
-            "demo", schema, spec, max_epsilon=max_epsilon, max_delta=max_delta,
+            "demo",
+            schema,
+            spec,
+            max_epsilon=max_epsilon,
+            max_delta=max_delta,
             silo_epsilon_budget=max_epsilon,
         )
         tokens = [admin.add_silo("demo", f"silo-{i:02d}") for i in range(silos)]

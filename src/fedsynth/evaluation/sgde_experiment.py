@@ -10,8 +10,12 @@ Table I) and on the test split (*test_eval*, Table III):
 * ``synthetic`` — trained only on class-balanced synthetic rows drawn uniformly from the pool;
   predictions shifted to the silo's own class prior (Bayes' rule; the silo knows its prior,
   nothing leaves it). ``synthetic_balanced`` is the same model without that shift (the paper's).
-* ``local_plus_synthetic`` — the silo's data plus synthetic rows drawn with the silo's own class
-  mix. local_eval: 10-fold CV on the local part (synthetic rows always in training).
+* ``local_plus_synthetic`` — what a silo would really do: its own rows, with the log-odds of the
+  pool-trained (synthetic) model as one extra feature (stacking), so the silo's real data decide
+  how much to trust — and how to recalibrate — the synthetic model. local_eval: 10-fold CV.
+* ``local_plus_synthetic_rows`` — the literal augmentation: own rows plus synthetic rows drawn
+  with the silo's class mix. local_eval: 10-fold CV on the local part (synthetic rows always in
+  training).
 * ``pooled_real`` — all silos' real data pooled (the non-private ceiling).
 
 Metrics are averaged over silos, then mean ± sd over seeds.
@@ -32,14 +36,28 @@ from fedsynth.artifacts.decoder import LoadedGenerator
 from fedsynth.data.datasets import BenchmarkData
 from fedsynth.data.encoders import TableEncoder, encode_target
 from fedsynth.data.partition import equal_shares
-from fedsynth.evaluation.classifiers import choose_C, fit_proba
+from fedsynth.evaluation.classifiers import (
+    choose_C,
+    fit_logreg,
+    fit_proba,
+    log_odds_features,
+    stacking_mode,
+)
 from fedsynth.evaluation.exchange import in_process_exchange
 from fedsynth.evaluation.metrics import METRICS, mean_sd, score
 from fedsynth.federated.fedavg import predict_proba, run_fedavg
 from fedsynth.generators.sgde import GeneratorPool, GeneratorSet, fit_generator_set
 from fedsynth.generators.vae import VAEConfig
 
-SCENARIOS = ("local", "federated", "synthetic", "synthetic_balanced", "local_plus_synthetic", "pooled_real")
+SCENARIOS = (
+    "local",
+    "federated",
+    "synthetic",
+    "synthetic_balanced",
+    "local_plus_synthetic",
+    "local_plus_synthetic_rows",
+    "pooled_real",
+)
 EVALS = ("local_eval", "test_eval")
 
 
@@ -60,9 +78,16 @@ Exchange = Callable[[list[GeneratorSet]], list[LoadedGenerator]]
 
 
 def _cv_scores(
-    bench: BenchmarkData, local: pd.DataFrame, folds: int, seed: int, extra: pd.DataFrame | None = None
+    bench: BenchmarkData,
+    local: pd.DataFrame,
+    folds: int,
+    seed: int,
+    extra: pd.DataFrame | None = None,
+    extra_cols: tuple[str, ...] = (),
+    only_extra: bool = False,
 ) -> dict[str, float]:
-    """k-fold CV on the local table; ``extra`` rows (synthetic) are added to every training fold."""
+    """k-fold CV on the local table; ``extra`` rows (synthetic) are added to every training fold,
+    ``extra_cols`` are additional numeric feature columns of ``local`` (stacking)."""
     s = bench.schema
     y = local[s.target].astype(str).to_numpy()
     _, counts = np.unique(y, return_counts=True)
@@ -71,10 +96,18 @@ def _cv_scores(
         return {m: float("nan") for m in METRICS}
     proba = np.zeros((len(local), len(s.classes)))
     # L2 strength chosen once by inner 3-fold CV on the whole training pool, then fixed per fold
-    C = choose_C(s, local if extra is None else pd.concat([local, extra], ignore_index=True), seed=seed)
+    C = choose_C(
+        s,
+        local if extra is None else pd.concat([local, extra], ignore_index=True),
+        seed=seed,
+        extra=extra_cols,
+        only_extra=only_extra,
+    )
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(local, y):
         train = local.iloc[tr] if extra is None else pd.concat([local.iloc[tr], extra], ignore_index=True)
-        proba[te] = fit_proba(s, train, [local.iloc[te]], seed=seed, C=C)[0]
+        proba[te] = fit_proba(
+            s, train, [local.iloc[te]], seed=seed, C=C, extra=extra_cols, only_extra=only_extra
+        )[0]
     return score(y, proba, list(s.classes), bench.positive)
 
 
@@ -160,14 +193,26 @@ def run_seed(
         p_loc, p_test = fit_proba(s, synth, [local, test], seed=seed, prior=prior)
         per["synthetic"]["local_eval"].append(score(y_loc, p_loc, classes, pos))
         per["synthetic"]["test_eval"].append(score(y_test, p_test, classes, pos))
-        # local + synthetic: augmentation rows drawn with the silo's own class mix, so adding
+        # local + synthetic (stacking): the pool-trained model's log-odds become one more feature of
+        # the silo's own classifier, which learns from its real rows how far to trust them
+        syn_model = fit_logreg(s, synth, seed=seed)
+        loc_x, test_x = log_odds_features(syn_model, s, local), log_odds_features(syn_model, s, test)
+        cols = tuple(c for c in loc_x.columns if c.startswith("__syn"))
+        only = stacking_mode(s, loc_x, cols, seed=seed)
+        lps = per["local_plus_synthetic"]
+        lps["local_eval"].append(
+            _cv_scores(bench, loc_x, cfg.cv_folds, seed, extra_cols=cols, only_extra=only)
+        )
+        p_stack = fit_proba(s, loc_x, [test_x], seed=seed, extra=cols, only_extra=only)[0]
+        lps["test_eval"].append(score(y_test, p_stack, classes, pos))
+        # local + synthetic rows: augmentation rows drawn with the silo's own class mix, so adding
         # them does not shift the prior the classifier learns
         mix = dict(zip(s.classes, prior, strict=True))
         aug = pool.sample(cfg.synthetic_rows, seed=seed * 1000 + i, class_weights=mix)
-        lps = per["local_plus_synthetic"]
-        lps["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, extra=aug))
+        lpr = per["local_plus_synthetic_rows"]
+        lpr["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, extra=aug))
         p_aug = fit_proba(s, pd.concat([local, aug], ignore_index=True), [test], seed=seed)[0]
-        lps["test_eval"].append(score(y_test, p_aug, classes, pos))
+        lpr["test_eval"].append(score(y_test, p_aug, classes, pos))
         # pooled real
         per["pooled_real"]["local_eval"].append(score(y_loc, pooled_probas[1 + i], classes, pos))
         per["pooled_real"]["test_eval"].append(score(y_test, pooled_probas[0], classes, pos))
