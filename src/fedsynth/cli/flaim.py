@@ -91,6 +91,18 @@ def run_cmd(
         out.print(f"wrote {len(df)} rows to {out_path}")
 
 
+def _secure_sum(kind: str) -> Any:
+    from fedsynth.flaim.secure_sum import plain_sum
+
+    if kind == "plain":
+        return plain_sum
+    if kind == "secagg":
+        from fedsynth.flaim.secure_sum import SecAggPlusSum
+
+        return SecAggPlusSum()
+    raise ValueError(f"--secure-sum must be secagg or plain, got {kind!r}")
+
+
 def _fmt(vals: list[float], digits: int = 3) -> str:
     v = np.asarray(vals, dtype=float)
     if len(v) == 0 or np.all(np.isnan(v)):
@@ -112,6 +124,7 @@ def bench_cmd(
     split: str = typer.Option("cluster", "--split"),
     delta: float = typer.Option(1e-5, "--delta"),
     top: int = typer.Option(1, "--top"),
+    secure: str = typer.Option("secagg", "--secure-sum", help="secagg (in-process SecAgg+) | plain"),
     data_seed: int | None = typer.Option(
         None, "--data-seed", help="fix the train/test split and client partition (default: each run's seed)"
     ),
@@ -149,6 +162,7 @@ def bench_cmd(
                         seed=seed,
                         top=top,
                         split_seed=data_seed,
+                        secure_sum=_secure_sum(secure),
                     )
                     row = {
                         "method": mth,
@@ -177,6 +191,7 @@ def bench_cmd(
             "participation": participation,
             "rounds": rounds,
             "delta": delta,
+            "secure_sum": secure,
             "results": results,
         }
         if json_path is not None:
