@@ -146,3 +146,27 @@ class RateLimitMiddleware:
             )
             return
         await self.app(scope, receive, send)
+
+
+class SecurityHeadersMiddleware:
+    """Adds ``X-Content-Type-Options: nosniff`` and ``Cache-Control: no-store`` to every response
+    (pure ASGI: no per-request task like ``BaseHTTPMiddleware``)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def add_headers(msg: Message) -> None:
+            if msg["type"] == "http.response.start":
+                msg["headers"] = [
+                    *msg.get("headers", []),
+                    (b"x-content-type-options", b"nosniff"),
+                    (b"cache-control", b"no-store"),
+                ]
+            await send(msg)
+
+        await self.app(scope, receive, add_headers)

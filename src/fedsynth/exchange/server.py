@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import secrets
+import socket
 import sys
 
 ADMIN_TOKEN_ENV = "FEDSYNTH_HUB_ADMIN_TOKEN"
@@ -55,17 +56,25 @@ def serve(
         max_body_bytes=int(max_body_mb * 1024 * 1024),
     )
     app = create_app(settings)
-    kw: dict = {"fd": fd} if fd is not None else {"host": host, "port": port}
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
+        host=host,
+        port=port,
         log_level=log_level,
         access_log=False,
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
         timeout_keep_alive=30,
         timeout_graceful_shutdown=5,
-        **kw,
     )
+    server = uvicorn.Server(config)
+    if fd is None:
+        server.run()
+    else:
+        # socket.socket(fileno=) detects the real family (AF_INET); uvicorn's own ``fd=`` treats it
+        # as AF_UNIX, so the event loop would skip TCP_NODELAY and every small response would
+        # wait ~40 ms on Nagle + delayed ACK.
+        server.run(sockets=[socket.socket(fileno=fd)])
 
 
 def main(argv: list[str] | None = None) -> None:

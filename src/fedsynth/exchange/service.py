@@ -24,14 +24,18 @@ import hmac
 import json
 import logging
 import os
+import queue
 import threading
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select, update
@@ -39,7 +43,7 @@ from sqlalchemy.exc import IntegrityError
 
 from fedsynth.exchange import db
 from fedsynth.exchange.dashboard import render_dashboard
-from fedsynth.exchange.limits import BodyLimitMiddleware, RateLimitMiddleware
+from fedsynth.exchange.limits import BodyLimitMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware
 from fedsynth.exchange.protocol import (
     PushRefused,
     Requirements,
@@ -48,7 +52,7 @@ from fedsynth.exchange.protocol import (
     ledger_charge,
     validate_generator_set,
 )
-from fedsynth.exchange.store import BlobStore
+from fedsynth.exchange.store import BlobCache, BlobStore
 
 log = logging.getLogger("fedsynth.hub")
 API_VERSION = "v1"
@@ -102,6 +106,69 @@ class HubError(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
+class AuditWriter:
+    """Appends audit events from a background thread in batches (every 100 ms or 500 events),
+    so that hot read paths (pulls) never wait for a database commit. ``flush`` blocks until
+    everything queued so far is written; shutdown flushes. A SIGKILL can lose at most the last
+    batch of pull/subscribe/refusal events; push events are written in the push's transaction.
+    """
+
+    def __init__(self, session_factory: Any, interval: float = 0.1, batch: int = 500) -> None:
+        self._sf = session_factory
+        self._q: queue.Queue = queue.Queue()
+        self._interval, self._batch = interval, batch
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._t = threading.Thread(target=self._run, name="audit-writer", daemon=True)
+        self._t.start()
+
+    def put(self, event: dict[str, Any]) -> None:
+        self._q.put(event)
+
+    def _drain(self) -> None:
+        # one drainer at a time, so that flush() cannot return while another thread still holds
+        # taken-but-uncommitted events
+        with self._lock:
+            self._drain_locked()
+
+    def _drain_locked(self) -> None:
+        while True:
+            items: list[Any] = []
+            try:
+                while len(items) < self._batch:
+                    items.append(self._q.get_nowait())
+            except queue.Empty:
+                pass
+            if not items:
+                return
+            events = [i for i in items if isinstance(i, dict)]
+            try:
+                if events:
+                    with self._sf.begin() as s:
+                        s.add_all([db.AuditEvent(**e) for e in events])
+            except Exception:  # keep serving; the error is logged with the events lost
+                log.exception("could not write %d audit events", len(events))
+            for i in items:
+                if isinstance(i, threading.Event):
+                    i.set()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._stop.wait(self._interval)
+            self._drain()
+        self._drain()
+
+    def flush(self, timeout: float = 10.0) -> None:
+        done = threading.Event()
+        self._q.put(done)
+        self._drain()  # write now from the calling thread rather than wait for the next tick
+        done.wait(timeout)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._t.join(5)
+
+
 def create_app(settings: HubSettings) -> FastAPI:
     engine = db.make_engine(settings.db_url)
     Session = db.sessions(engine)
@@ -111,9 +178,18 @@ def create_app(settings: HubSettings) -> FastAPI:
     # Immutable facts cached per process: token -> silo, federation -> requirements.
     token_cache: dict[str, Caller] = {}
     fed_cache: dict[str, tuple[int, Requirements]] = {}
+    gen_cache: dict[tuple[int, int], tuple[db.Generator, str]] = {}
+    blobs = BlobCache(max_bytes=256 * 1024 * 1024)
     cache_lock = threading.Lock()
 
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
+        yield
+        writer.close()  # graceful shutdown: write the queued audit events
+        engine.dispose()
+
     app = FastAPI(
+        lifespan=lifespan,
         title="fedsynth generator hub",
         version="1",
         description="SGDE Subscribe / Push / Pull of DP generators (safetensors decoders + JSON cards).",
@@ -124,6 +200,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.state.store = store
 
     # ---------------------------------------------------------------- errors and audit
+    writer = AuditWriter(Session)
+    app.state.audit = writer
+
     def audit(
         action: str,
         outcome: str,
@@ -134,18 +213,19 @@ def create_app(settings: HubSettings) -> FastAPI:
         epsilon: float | None = None,
         detail: str = "",
     ) -> None:
-        with Session.begin() as s:
-            s.add(
-                db.AuditEvent(
-                    federation=federation,
-                    silo=silo,
-                    action=action,
-                    outcome=outcome,
-                    sha256=sha256,
-                    epsilon=epsilon,
-                    detail=detail[:2000],
-                )
-            )
+        """Queue an event (non-blocking). Successful pushes are NOT written here: their event is
+        part of the push's own transaction."""
+        writer.put(
+            {
+                "federation": federation,
+                "silo": silo,
+                "action": action,
+                "outcome": outcome,
+                "sha256": sha256,
+                "epsilon": epsilon,
+                "detail": detail[:2000],
+            }
+        )
 
     @app.exception_handler(HubError)
     async def _hub_error(_req: Request, e: HubError) -> JSONResponse:
@@ -154,13 +234,6 @@ def create_app(settings: HubSettings) -> FastAPI:
     @app.exception_handler(PushRefused)
     async def _refused(_req: Request, e: PushRefused) -> JSONResponse:
         return JSONResponse({"detail": str(e)}, status_code=e.status)
-
-    @app.middleware("http")
-    async def _headers(request: Request, call_next):  # type: ignore[no-untyped-def]
-        resp = await call_next(request)
-        resp.headers["X-Content-Type-Options"] = "nosniff"
-        resp.headers["Cache-Control"] = "no-store"
-        return resp
 
     # ---------------------------------------------------------------- authentication
     def bearer(request: Request) -> str:
@@ -192,14 +265,21 @@ def create_app(settings: HubSettings) -> FastAPI:
             token_cache[th] = c
         return c
 
-    def caller(request: Request) -> Caller:
-        c = identify(bearer(request))
+    async def caller(request: Request) -> Caller:
+        tok = bearer(request)
+        th = hash_token(tok)
+        if hmac.compare_digest(th, settings.admin_token_hash):
+            return Caller("admin")
+        with cache_lock:
+            c = token_cache.get(th)
+        if c is None:  # cache miss: the DB lookup runs off the event loop
+            c = await run_in_threadpool(identify, tok)
         if c is None:
             audit("auth", "refused", detail=f"unknown token on {request.url.path}")
             raise HubError(401, "invalid token", {"WWW-Authenticate": "Bearer"})
         return c
 
-    def admin(c: Annotated[Caller, Depends(caller)]) -> Caller:
+    async def admin(c: Annotated[Caller, Depends(caller)]) -> Caller:
         if c.kind != "admin":
             audit(
                 "auth", "refused", federation=c.federation, silo=c.silo, detail="silo token on admin endpoint"
@@ -240,6 +320,13 @@ def create_app(settings: HubSettings) -> FastAPI:
             )
             raise HubError(403, "this token belongs to another federation")
         return federation(fed)
+
+    async def amember(fed: str, c: Caller, *, allow_admin: bool) -> tuple[int, Requirements]:
+        with cache_lock:
+            cached = fed in fed_cache
+        if cached:
+            return member(fed, c, allow_admin=allow_admin)
+        return await run_in_threadpool(member, fed, c, allow_admin=allow_admin)
 
     # ---------------------------------------------------------------- routes
     @app.get("/v1/health", tags=["meta"])
@@ -312,6 +399,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         fed: str, _: Annotated[Caller, Depends(admin)], limit: Annotated[int, Query(ge=1, le=10_000)] = 200
     ) -> list[dict[str, Any]]:
         federation(fed)
+        writer.flush()
         with Session() as s:
             rows = (
                 s.execute(
@@ -473,6 +561,10 @@ def create_app(settings: HubSettings) -> FastAPI:
         return [generator_dict(g, name) for g, name in rows if name not in skip]
 
     def generator_row(fid: int, gid: int) -> tuple[db.Generator, str]:
+        with cache_lock:
+            hit = gen_cache.get((fid, gid))
+        if hit:
+            return hit
         with Session() as s:
             row = s.execute(
                 select(db.Generator, db.Silo.name)
@@ -481,25 +573,33 @@ def create_app(settings: HubSettings) -> FastAPI:
             ).first()
         if row is None:
             raise HubError(404, "no such generator in this federation")
+        with cache_lock:  # committed generators never change
+            gen_cache[(fid, gid)] = (row[0], row[1])
         return row[0], row[1]
+
+    async def download(fid: int, gid: int, which: str) -> tuple[db.Generator, str, bytes]:
+        with cache_lock:
+            hit = gen_cache.get((fid, gid))
+        g, owner = hit if hit else await run_in_threadpool(generator_row, fid, gid)
+        digest = g.weights_sha256 if which == "weights" else g.card_sha256
+        data = blobs.get(digest)
+        if data is None:
+            data = await run_in_threadpool(store.get, digest)
+            blobs.put(digest, data)
+        return g, owner, data
 
     GenId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
     @app.get("/v1/federations/{fed}/generators/{gid}/card", tags=["silo"])
-    def get_card(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
-        fid, _req = member(fed, c, allow_admin=True)
-        g, _ = generator_row(fid, gid)
-        return Response(
-            store.get(g.card_sha256),
-            media_type="application/json",
-            headers={"X-Content-SHA256": g.card_sha256},
-        )
+    async def get_card(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
+        fid, _req = await amember(fed, c, allow_admin=True)
+        g, _, data = await download(fid, gid, "card")
+        return Response(data, media_type="application/json", headers={"X-Content-SHA256": g.card_sha256})
 
     @app.get("/v1/federations/{fed}/generators/{gid}/weights", tags=["silo"])
-    def get_weights(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
-        fid, _req = member(fed, c, allow_admin=True)
-        g, owner = generator_row(fid, gid)
-        data = store.get(g.weights_sha256)
+    async def get_weights(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
+        fid, _req = await amember(fed, c, allow_admin=True)
+        g, owner, data = await download(fid, gid, "weights")
         audit(
             "pull",
             "ok",
@@ -518,6 +618,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         _: Annotated[Caller, Depends(admin)],
         federation_name: Annotated[str | None, Query(alias="federation", max_length=64)] = None,
     ) -> HTMLResponse:
+        writer.flush()
         with Session() as s:
             q = select(db.Federation).order_by(db.Federation.id)
             if federation_name:
@@ -575,6 +676,7 @@ def create_app(settings: HubSettings) -> FastAPI:
             },
         )
 
+    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(RateLimitMiddleware, rate_per_s=settings.rate_per_s, burst=settings.rate_burst)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     return app

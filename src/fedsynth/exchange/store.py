@@ -15,6 +15,8 @@ import os
 import re
 import shutil
 import tempfile
+import threading
+from collections import OrderedDict
 from pathlib import Path
 
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
@@ -80,3 +82,33 @@ def _fsync_dir(d: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+class BlobCache:
+    """Bounded LRU of verified blob bytes: content-addressed blobs never change, so a hot
+    generator is served from memory without touching the disk."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._d: OrderedDict[str, bytes] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> bytes | None:
+        with self._lock:
+            b = self._d.get(digest)
+            if b is not None:
+                self._d.move_to_end(digest)
+            return b
+
+    def put(self, digest: str, data: bytes) -> None:
+        if len(data) > self.max_bytes // 4:
+            return
+        with self._lock:
+            if digest in self._d:
+                return
+            self._d[digest] = data
+            self._size += len(data)
+            while self._size > self.max_bytes:
+                _, old = self._d.popitem(last=False)
+                self._size -= len(old)
