@@ -207,18 +207,22 @@ def main() -> None:
     ap.add_argument("--simulation", action="store_true", help="also run on the ray simulation engine")
     ap.add_argument("--json", type=Path, default=Path("bench_securesum.json"))
     ap.add_argument("--flaim", default="", help="also time one FLAIM run on Adult with this method")
+    ap.add_argument("--flaim-only", action="store_true", help="skip the secure-sum micro-benchmarks")
     ap.add_argument("--flaim-clients", type=int, default=20)
     ap.add_argument("--flaim-participation", type=float, default=0.5)
     args = ap.parse_args()
     logging.getLogger("flwr").setLevel(logging.WARNING)
 
-    rows = bench_inprocess(args.clients, args.size, args.repeats)
-    rows += bench_inprocess(args.clients, args.big_size, max(1, args.repeats // 2))[1:2]
-    flaim = bench_flaim_like(args.clients, args.size, args.rounds)
-    rows.append(bench_flower(args.clients, args.size, 3, simulation=False))
-    rows.append(bench_flower(args.clients, args.big_size, 2, simulation=False))
-    if args.simulation:
-        rows.append(bench_flower(args.clients, args.size, 3, simulation=True))
+    rows: list[dict] = []
+    flaim: dict = {}
+    if not args.flaim_only:
+        rows = bench_inprocess(args.clients, args.size, args.repeats)
+        rows += bench_inprocess(args.clients, args.big_size, max(1, args.repeats // 2))[1:2]
+        flaim = bench_flaim_like(args.clients, args.size, args.rounds)
+        rows.append(bench_flower(args.clients, args.size, 3, simulation=False))
+        rows.append(bench_flower(args.clients, args.big_size, 2, simulation=False))
+        if args.simulation:
+            rows.append(bench_flower(args.clients, args.size, 3, simulation=True))
 
     print(f"\n{args.clients} clients, int64 vectors; median seconds per round; bytes per client (mean)")
     print(f"{'setting':<50} {'entries':>8} {'s/round':>9} {'KB sent':>9} {'KB recv':>9}")
@@ -232,7 +236,8 @@ def main() -> None:
                 f"{'':<50} start-up {r['startup_seconds']:.1f} s, "
                 f"wall {r['wall_seconds_including_startup']:.1f} s"
             )
-    print(f"{flaim['setting']} ({flaim['size']} entries): {flaim['total_seconds']:.2f} s total")
+    if flaim:
+        print(f"{flaim['setting']} ({flaim['size']} entries): {flaim['total_seconds']:.2f} s total")
     flaim_rows = []
     if args.flaim:
         flaim_rows = bench_flaim(

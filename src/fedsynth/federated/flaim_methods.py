@@ -14,7 +14,8 @@ Flower ``Context.state``, since a deployed ClientApp is a fresh process per mess
 Run config (``flwr run --run-config`` or ``run_in_process(..., run_config=...)``): ``method``,
 ``dataset`` (adult|marketing|census) or ``data`` (+ ``domain`` for pre-binned files), ``epsilon``,
 ``delta``, ``clients``, ``participation``, ``rounds``, ``split``, ``seed``, ``workload``, ``top``,
-``alpha``, ``max-model-mb``, ``max-client-rows`` (public bound on a client's row count), ``rows``,
+``alpha``, ``max-model-mb``, ``split-seed``, ``select-rounds``, ``max-client-rows`` (public bound on
+a client's row count), ``rows``,
 ``evaluate`` (bool), ``out`` (JSON report path), ``secret-client-randomness`` (default true: clients
 draw their mechanism randomness and noise shares from OS entropy, not from the public seed).
 
@@ -130,8 +131,21 @@ def _method(cfg: Mapping[str, Any], data: FlaimData) -> FederatedMethod:
         max_model_mb=float(cfg.get("max-model-mb", 80.0)),
         seed=seed,
         top=int(cfg.get("top", 1)),
+        **_optional(cfg),
     )
     return make_method(name, ctx)
+
+
+def _optional(cfg: Mapping[str, Any]) -> dict[str, Any]:
+    """Method options that only newer cores know (passed only when set)."""
+    out: dict[str, Any] = {}
+    if cfg.get("select-rounds"):
+        out["select_rounds"] = int(cfg["select-rounds"])
+    return out
+
+
+def _split_seed(cfg: Mapping[str, Any]) -> int:
+    return int(cfg.get("split-seed", cfg.get("seed", 0)))
 
 
 # ----------------------------------------------------------------------------- client
@@ -150,13 +164,9 @@ def _client_factory(context: Context, override: Mapping[str, Any] | None = None)
         if key not in _CLIENT_CACHE:  # one load per process (a deployed ClientApp is one message)
             if cfg_key not in _DATA_CACHE:
                 data = _load(cfg)
-                k, split, seed = (
-                    int(cfg.get("clients", 2)),
-                    str(cfg.get("split", "iid")),
-                    int(cfg.get("seed", 0)),
-                )
+                k, split = int(cfg.get("clients", 2)), str(cfg.get("split", "iid"))
                 _DATA_CACHE.clear()
-                _DATA_CACHE[cfg_key] = (data, make_clients(data, k, split, seed))
+                _DATA_CACHE[cfg_key] = (data, make_clients(data, k, split, _split_seed(cfg)))
             data, parts = _DATA_CACHE[cfg_key]
             _CLIENT_CACHE[key] = (data.train[parts[pid]], _method(cfg, data))
         codes, method = _CLIENT_CACHE[key]
