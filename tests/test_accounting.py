@@ -221,3 +221,53 @@ def test_zcdp_rejects_bad_input() -> None:
         cdp_rho(-1.0, 1e-6)
     with pytest.raises(ValueError, match="rho"):
         cdp_delta(float("nan"), 1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# The FLAIM core's zCDP accounting (fedsynth.flaim.accounting): same conversions, exact ledger
+# --------------------------------------------------------------------------------------------
+flaim_acc = pytest.importorskip("fedsynth.flaim.accounting")
+
+
+@pytest.mark.parametrize(("eps", "delta"), [(0.1, 1e-6), (1.0, 1e-6), (1.0, 1e-9), (3.0, 1e-5), (10.0, 1e-8)])
+def test_flaim_zcdp_conversions_match_reference(eps: float, delta: float) -> None:
+    rho = flaim_acc.cdp_rho(eps, delta)
+    assert rho == pytest.approx(cdp_rho(eps, delta), rel=1e-6)
+    # Converting the budget back never claims more than (ε, δ) — checked with dp-accounting too.
+    assert flaim_acc.cdp_delta(rho, eps) <= delta * (1 + 1e-6)
+    assert flaim_acc.cdp_eps(rho, delta) <= eps * (1 + 1e-6)
+    acc = rdp.RdpAccountant([1 + 0.01 * i for i in range(1, 100)] + list(np.geomspace(2, 5000, 3000)))
+    acc.compose(ZCDpEvent(rho))
+    assert acc.get_epsilon(delta) == pytest.approx(eps, rel=3e-3)
+    assert acc.get_epsilon(delta) >= eps - 1e-9  # a grid over α can only be looser
+
+
+@pytest.mark.parametrize(("rounds", "d", "alpha"), [(10, 14, 0.9), (1, 1, 0.5), (64, 30, 0.95)])
+def test_flaim_fixed_t_calibration_spends_exactly_the_budget(rounds: int, d: int, alpha: float) -> None:
+    rho = flaim_acc.cdp_rho(1.0, 1e-6)
+    cal = flaim_acc.fixed_t_calibration(rho, rounds, d, alpha)
+    # σ = √((T+d)/(2αρ)), ε_exp = √(8(1−α)ρ/T) (design.md §2)
+    assert cal.sigma == pytest.approx(math.sqrt((rounds + d) / (2 * alpha * rho)), rel=1e-12)
+    assert cal.epsilon_select == pytest.approx(math.sqrt(8 * (1 - alpha) * rho / rounds), rel=1e-12)
+    ledger = flaim_acc.Budget(rho)
+    for i in range(d):
+        ledger.gaussian(cal.sigma, f"1-way {i}")
+    for t in range(rounds):
+        ledger.exponential(cal.epsilon_select, f"select {t}")
+        ledger.gaussian(cal.sigma, f"measure {t}")
+    assert ledger.used == pytest.approx(rho, rel=1e-9)
+    assert ledger.used <= rho * (1 + 1e-9)  # total ρ never exceeds the budget
+    assert cdp_eps(ledger.used, 1e-6) <= 1.0 + 1e-6
+    with pytest.raises(flaim_acc.BudgetError):
+        ledger.gaussian(cal.sigma, "one measurement too many")
+
+
+def test_flaim_mechanism_rhos() -> None:
+    assert flaim_acc.gaussian_rho(4.530877117) == pytest.approx(gaussian_rho(4.530877117))
+    assert flaim_acc.exponential_rho(0.4) == pytest.approx(0.4**2 / 8)
+    measure = pytest.importorskip("fedsynth.flaim.measure")
+    for sigma in [1.0, 3.0, 30.0]:
+        # Integer (Skellam) noise of the same variance is never cheaper than Gaussian noise,
+        # and converges to it for large σ.
+        assert measure.skellam_rho(sigma) >= gaussian_rho(sigma)
+    assert measure.skellam_rho(1000.0) == pytest.approx(gaussian_rho(1000.0), rel=1e-5)
