@@ -106,6 +106,32 @@ def test_privacy_ledger_composes_across_pushes(hub: RunningHub, fed: dict) -> No
     assert refused and "budget" in refused[0]["detail"]
 
 
+def test_concurrent_pushes_cannot_overspend(hub: RunningHub, fed: dict) -> None:
+    """Eight pushes of ε = 1.0 at once against a budget of 2.5: exactly two get through."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    adm: HubAdmin = fed["admin"]
+    s, spec = fed["schema"], fed["spec"]
+    token = adm.add_silo("a", "racer")
+    sets = [make_set(s, spec, epsilon=1.0, seed=200 + i) for i in range(8)]
+
+    def push(g: object) -> int:
+        with HubClient(hub.url, token) as c:
+            try:
+                c.push(g)
+                return 201
+            except HubError as e:
+                return e.status
+
+    with ThreadPoolExecutor(8) as ex:
+        codes = list(ex.map(push, sets))
+    assert sorted(codes) == [201, 201] + [409] * 6, codes
+    c = HubClient(hub.url, token)
+    c.subscribe()
+    assert c.epsilon_spent == pytest.approx(2.0)
+    assert len([e for e in c.list_pool() if e.silo == "racer"]) == 4
+
+
 def test_caps_and_bad_sets_refused(hub: RunningHub, fed: dict) -> None:
     s, spec = fed["schema"], fed["spec"]
     alice = HubClient(hub.url, fed["alice"])

@@ -584,7 +584,11 @@ def create_app(settings: HubSettings) -> FastAPI:
         digest = g.weights_sha256 if which == "weights" else g.card_sha256
         data = blobs.get(digest)
         if data is None:
-            data = await run_in_threadpool(store.get, digest)
+            try:
+                data = await run_in_threadpool(store.get, digest)
+            except OSError as e:  # missing or corrupted on disk: an operator problem, say so
+                log.error("artifact %s of generator %s unavailable: %s", digest, gid, e)
+                raise HubError(503, "artifact temporarily unavailable on the hub") from None
             blobs.put(digest, data)
         return g, owner, data
 
