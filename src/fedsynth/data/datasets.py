@@ -16,13 +16,13 @@ import hashlib
 import os
 import urllib.request
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from fedsynth.data.schema import Column, Schema, SchemaError, infer_schema
+from fedsynth.data.schema import Column, Schema, SchemaError, infer_schema, validate_frame
 
 #: sha256 of every file this registry reads (the data-directory layout).
 CHECKSUMS: dict[str, str] = {
@@ -186,7 +186,9 @@ def load_wine(seed: int = 0, label: str = "type") -> BenchmarkData:
         raise DatasetError(f"unknown wine label {label!r}; use 'type' or 'quality6'")
     schema = _public_schema(df, target)
     tr, te = _random_split(len(df), seed)
-    return BenchmarkData(f"wine_quality{'' if label == 'type' else '_' + label}", df, schema, tr, te, positive)
+    return BenchmarkData(
+        f"wine_quality{'' if label == 'type' else '_' + label}", df, schema, tr, te, positive
+    )
 
 
 def load_marketing(seed: int = 0) -> BenchmarkData:
@@ -213,7 +215,9 @@ TABULAR_BENCHMARKS = ("titanic", "breast_cancer", "mushroom", "adult", "wine_qua
 def load_dataset(name: str, seed: int = 0) -> BenchmarkData:
     if name not in LOADERS:
         raise DatasetError(f"unknown dataset {name!r}; choose one of {sorted(LOADERS)}")
-    return LOADERS[name](seed=seed)
+    b = LOADERS[name](seed=seed)
+    # one representation everywhere: categories as the schema's strings, continuous as float
+    return replace(b, frame=validate_frame(b.frame, b.schema))
 
 
 def load_table(path: str | Path) -> pd.DataFrame:
@@ -225,7 +229,7 @@ def load_table(path: str | Path) -> pd.DataFrame:
         return pd.read_parquet(p)
     try:
         return pd.read_csv(p)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         raise SchemaError(f"cannot read {p} as CSV: {e}") from None
 
 

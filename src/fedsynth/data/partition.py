@@ -85,7 +85,12 @@ def _cache_dir() -> Path:
 
 
 def cluster(
-    codes: np.ndarray, k: int, seed: int = 0, *, n_neighbors: int = 15, min_dist: float = 0.1,
+    codes: np.ndarray,
+    k: int,
+    seed: int = 0,
+    *,
+    n_neighbors: int = 15,
+    min_dist: float = 0.1,
     cache: bool = True,
 ) -> list[np.ndarray]:
     """Feature-skewed clients: UMAP embedding of the integer-coded table, then k-means into K.
@@ -96,7 +101,9 @@ def cluster(
     """
     codes = np.ascontiguousarray(codes)
     _check(len(codes), k)
-    key = hashlib.sha256(codes.tobytes() + f"{codes.shape}{k}{seed}{n_neighbors}{min_dist}".encode()).hexdigest()
+    key = hashlib.sha256(
+        codes.tobytes() + f"{codes.shape}{k}{seed}{n_neighbors}{min_dist}".encode()
+    ).hexdigest()
     path = _cache_dir() / "splits" / f"cluster-{key[:24]}.npy"
     if cache and path.exists():
         assign = np.load(path, allow_pickle=False)
@@ -104,9 +111,9 @@ def cluster(
         import umap  # heavy import (numba): only when needed
         from sklearn.cluster import KMeans
 
-        emb = umap.UMAP(n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1).fit_transform(
-            codes.astype(np.float32)
-        )
+        emb = umap.UMAP(
+            n_neighbors=n_neighbors, min_dist=min_dist, random_state=seed, n_jobs=1
+        ).fit_transform(codes.astype(np.float32))
         assign = KMeans(n_clusters=k, random_state=seed, n_init=3).fit_predict(emb).astype(np.int64)
         if cache:
             path.parent.mkdir(parents=True, exist_ok=True)

@@ -172,7 +172,7 @@ def load_schema(path: str | Path) -> Schema:
             data = yaml.safe_load(text)
         else:
             data = json.loads(text)
-    except Exception as e:  # noqa: BLE001 - parser errors vary by format
+    except Exception as e:
         raise SchemaError(f"cannot parse schema file {p}: {e}") from None
     return Schema.from_dict(data)
 
@@ -220,7 +220,9 @@ def infer_schema(
         else:
             v = s.dropna().to_numpy(dtype=float)
             is_int = bool(np.all(np.mod(v, 1) == 0))
-            cols.append(Column(str(name), "continuous", lower=float(v.min()), upper=float(v.max()), integer=is_int))
+            cols.append(
+                Column(str(name), "continuous", lower=float(v.min()), upper=float(v.max()), integer=is_int)
+            )
     return Schema(tuple(cols), target=target, source="inferred")
 
 

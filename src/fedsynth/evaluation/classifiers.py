@@ -82,6 +82,7 @@ def fit_logreg(
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)
         model.fit(train[[c.name for c in schema.features] + list(extra)], y)
+    model.train_prior_ = np.array([np.mean(y == c) for c in schema.classes])  # type: ignore[attr-defined]
     return model
 
 
@@ -126,23 +127,33 @@ def fit_proba(
     ``prior``: class prior to shift the predictions to (Bayes' rule), e.g. when the training
     data were sampled class-balanced but the silo knows its own class frequencies.
     """
-    classes = list(schema.classes)
     model = fit_logreg(schema, train, seed=seed, C=C, extra=extra, only_extra=only_extra)
-    y = train[schema.target].astype(str).to_numpy()
-    fitted = list(model.classes_)
-    train_prior = np.array([np.mean(y == c) for c in classes])
-    out = []
-    for df in test_frames:
-        p_fit = model.predict_proba(df[[c.name for c in schema.features] + list(extra)])
-        p = np.zeros((len(df), len(classes)))
-        for j, c in enumerate(fitted):
-            p[:, classes.index(c)] = p_fit[:, j]
-        if prior is not None:
-            w = np.where(train_prior > 0, np.asarray(prior) / np.maximum(train_prior, 1e-12), 0.0)
-            p = p * w
-            p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
-        out.append(p)
-    return out
+    return [predict(model, schema, df, extra=extra, prior=prior) for df in test_frames]
+
+
+def predict(
+    model: Pipeline,
+    schema: Schema,
+    df: pd.DataFrame,
+    *,
+    extra: tuple[str, ...] = (),
+    prior: np.ndarray | None = None,
+) -> np.ndarray:
+    """Class probabilities in ``schema.classes`` order; optionally shifted to ``prior``.
+
+    The training prior is read from the fitted model (``train_prior_``, set by :func:`fit_logreg`).
+    """
+    classes = list(schema.classes)
+    p_fit = model.predict_proba(df[[c.name for c in schema.features] + list(extra)])
+    p = np.zeros((len(df), len(classes)))
+    for j, c in enumerate(model.classes_):
+        p[:, classes.index(c)] = p_fit[:, j]
+    if prior is not None:
+        tp = model.train_prior_  # type: ignore[attr-defined]
+        w = np.where(tp > 0, np.asarray(prior) / np.maximum(tp, 1e-12), 0.0)
+        p = p * w
+        p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)
+    return p
 
 
 def stacking_mode(schema: Schema, train: pd.DataFrame, extra: tuple[str, ...], *, seed: int = 0) -> bool:

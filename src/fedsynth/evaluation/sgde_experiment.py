@@ -41,6 +41,7 @@ from fedsynth.evaluation.classifiers import (
     fit_logreg,
     fit_proba,
     log_odds_features,
+    predict,
     stacking_mode,
 )
 from fedsynth.evaluation.exchange import in_process_exchange
@@ -186,16 +187,14 @@ def run_seed(
             score(y_loc, predict_proba(fed.params, enc.transform(local)), classes, pos)
         )
         per["federated"]["test_eval"].append(score(y_test, fed_test, classes, pos))
-        # synthetic (balanced pool sample), with and without the local prior shift
-        p_loc, p_test = fit_proba(s, synth, [local, test], seed=seed)
-        per["synthetic_balanced"]["local_eval"].append(score(y_loc, p_loc, classes, pos))
-        per["synthetic_balanced"]["test_eval"].append(score(y_test, p_test, classes, pos))
-        p_loc, p_test = fit_proba(s, synth, [local, test], seed=seed, prior=prior)
-        per["synthetic"]["local_eval"].append(score(y_loc, p_loc, classes, pos))
-        per["synthetic"]["test_eval"].append(score(y_test, p_test, classes, pos))
+        # synthetic (balanced pool sample), with and without the local prior shift; the same
+        # pool-trained model feeds the stacking scenario below
+        syn_model = fit_logreg(s, synth, seed=seed)
+        for name, pr in (("synthetic_balanced", None), ("synthetic", prior)):
+            per[name]["local_eval"].append(score(y_loc, predict(syn_model, s, local, prior=pr), classes, pos))
+            per[name]["test_eval"].append(score(y_test, predict(syn_model, s, test, prior=pr), classes, pos))
         # local + synthetic (stacking): the pool-trained model's log-odds become one more feature of
         # the silo's own classifier, which learns from its real rows how far to trust them
-        syn_model = fit_logreg(s, synth, seed=seed)
         loc_x, test_x = log_odds_features(syn_model, s, local), log_odds_features(syn_model, s, test)
         cols = tuple(c for c in loc_x.columns if c.startswith("__syn"))
         only = stacking_mode(s, loc_x, cols, seed=seed)
