@@ -283,6 +283,7 @@ def main() -> None:
     ap.add_argument("--silos", type=int, default=20)
     ap.add_argument("--concurrency", type=int, nargs="+", default=[200, 20])
     ap.add_argument("--pulls", type=int, default=1000, help="measured pulls per concurrency level")
+    ap.add_argument("--sqlite-processes", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--pg-url", default=os.environ.get("FEDSYNTH_TEST_PG_URL"))
     ap.add_argument("--skip-comm", action="store_true")
     ap.add_argument("--json", type=Path, default=None)
@@ -298,19 +299,20 @@ def main() -> None:
         },
         "scenarios": [],
     }
-    with tempfile.TemporaryDirectory(prefix="bench-hub-db-") as tmp:
-        out["scenarios"].append(
-            scenario(
-                "sqlite, 1 process",
-                f"sqlite:///{tmp}/hub.db",
-                1,
-                schema,
-                spec,
-                a.silos,
-                a.concurrency,
-                a.pulls,
+    for n_proc in a.sqlite_processes:
+        with tempfile.TemporaryDirectory(prefix="bench-hub-db-") as tmp:
+            out["scenarios"].append(
+                scenario(
+                    f"sqlite, {n_proc} process{'es' if n_proc > 1 else ''}",
+                    f"sqlite:///{tmp}/hub.db",
+                    n_proc,
+                    schema,
+                    spec,
+                    a.silos,
+                    a.concurrency,
+                    a.pulls,
+                )
             )
-        )
     if a.pg_url:
         url, _name = fresh_pg(a.pg_url)
         out["scenarios"].append(
