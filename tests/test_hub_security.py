@@ -116,6 +116,15 @@ def test_malformed_tensors_refused(env: dict) -> None:
     ):
         err = _push_weights(env, st_save(tensors))
         assert err.status == 422 and reason in err.detail, err.detail
+    for hdr in (
+        b'{"net.0.weight": 5}',
+        b'{"net.0.weight": {"dtype": "F32"}}',
+        b"[1, 2]",
+        b'{"net.0.weight": {"data_offsets": ["x", "y"]}}',
+        b'{"a": {"data_offsets": [0, 1e999]}}',
+    ):
+        err = _push_weights(env, struct.pack("<Q", len(hdr)) + hdr)
+        assert err.status == 422, (hdr, err.detail)
     blob = decoder_to_bytes(dec)
     for payload, reason in (
         (blob[:-10], "truncated"),

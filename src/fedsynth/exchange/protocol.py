@@ -166,6 +166,10 @@ def validate_generator_set(req: Requirements, items: list[tuple[bytes, bytes]]) 
             verify_weights(weights, req.spec, sha256=card.weights_sha256)
         except ArtifactError as e:
             raise PushRefused(f"{where}: {e}") from None
+        except (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError) as e:
+            # a syntactically valid but structurally hostile header (e.g. entries that are not
+            # objects) must be a refusal, never a server error
+            raise PushRefused(f"{where}: malformed safetensors header ({type(e).__name__})") from None
         out.append(ValidatedGenerator(card, bytes(card_b), weights, hashlib.sha256(card_b).hexdigest()))
     h = hashlib.sha256()
     for g in sorted(out, key=lambda g: g.card.class_label):
