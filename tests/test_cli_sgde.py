@@ -20,6 +20,8 @@ runner = CliRunner()
 def flat(r) -> str:
     """Rich wraps long lines; compare on whitespace-normalised output."""
     return " ".join(r.output.split())
+
+
 FAST = ["--epsilon", "1.0"]
 
 
@@ -40,8 +42,21 @@ def schema_json(tmp_path: Path, toy_schema) -> Path:
 @pytest.fixture
 def gens(tmp_path: Path, data_csv: Path, schema_json: Path) -> Path:
     out = tmp_path / "gens"
-    r = runner.invoke(app, ["train-generators", "--data", str(data_csv), "--target", "label", "--schema",
-                            str(schema_json), "--out", str(out), *FAST])
+    r = runner.invoke(
+        app,
+        [
+            "train-generators",
+            "--data",
+            str(data_csv),
+            "--target",
+            "label",
+            "--schema",
+            str(schema_json),
+            "--out",
+            str(out),
+            *FAST,
+        ],
+    )
     assert r.exit_code == 0, r.output
     return out
 
@@ -64,15 +79,39 @@ def test_train_and_sample(gens: Path, tmp_path: Path):
 
 
 def test_inferred_schema_warns(data_csv: Path, tmp_path: Path):
-    r = runner.invoke(app, ["train-generators", "--data", str(data_csv), "--target", "label", "--out",
-                            str(tmp_path / "g"), *FAST])
+    r = runner.invoke(
+        app,
+        [
+            "train-generators",
+            "--data",
+            str(data_csv),
+            "--target",
+            "label",
+            "--out",
+            str(tmp_path / "g"),
+            *FAST,
+        ],
+    )
     assert r.exit_code == 0, r.output
     assert "INFERRED FROM THE PRIVATE DATA" in flat(r)
 
 
 def test_dp_schema_option(data_csv: Path, tmp_path: Path):
-    r = runner.invoke(app, ["train-generators", "--data", str(data_csv), "--target", "label", "--out",
-                            str(tmp_path / "g"), "--dp-schema", "0.5", *FAST])
+    r = runner.invoke(
+        app,
+        [
+            "train-generators",
+            "--data",
+            str(data_csv),
+            "--target",
+            "label",
+            "--out",
+            str(tmp_path / "g"),
+            "--dp-schema",
+            "0.5",
+            *FAST,
+        ],
+    )
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert m["schema"]["source"] == "dp" and m["schema"]["dp_epsilon"] == 0.5
@@ -86,7 +125,11 @@ def test_dp_schema_option(data_csv: Path, tmp_path: Path):
         (lambda d: d.assign(label="no"), [], "single class"),
         (lambda d: d.assign(income=d["income"].where(d.index != 2, np.nan)), [], "missing values"),
         (lambda d: d.assign(color=d["color"].where(d.index != 2, "mauve")), [], "not in the schema"),
-        (lambda d: d.assign(income=d["income"].astype(object).where(d.index != 2, "lots")), [], "non-numeric"),
+        (
+            lambda d: d.assign(income=d["income"].astype(object).where(d.index != 2, "lots")),
+            [],
+            "non-numeric",
+        ),
         (lambda d: d, ["--epsilon", "0"], "epsilon must be"),
         (lambda d: d, ["--epsilon", "-1"], "epsilon must be"),
         (lambda d: d, ["--delta", "1.0"], "delta must be"),
@@ -96,8 +139,21 @@ def test_bad_input(tmp_path: Path, schema_json: Path, mutate, args, message):
     p = tmp_path / "bad.csv"
     mutate(make_toy(200, seed=2)).to_csv(p, index=False)
     out = tmp_path / "g"
-    r = runner.invoke(app, ["train-generators", "--data", str(p), "--target", "label", "--schema", str(schema_json),
-                            "--out", str(out), *(args or FAST)])
+    r = runner.invoke(
+        app,
+        [
+            "train-generators",
+            "--data",
+            str(p),
+            "--target",
+            "label",
+            "--schema",
+            str(schema_json),
+            "--out",
+            str(out),
+            *(args or FAST),
+        ],
+    )
     assert r.exit_code != 0
     assert message in flat(r)
     assert not out.exists()  # nothing half-written
@@ -107,8 +163,21 @@ def test_existing_output_untouched(tmp_path: Path, data_csv: Path, schema_json: 
     out = tmp_path / "g"
     out.mkdir()
     (out / "precious.txt").write_text("keep")
-    r = runner.invoke(app, ["train-generators", "--data", str(data_csv), "--target", "label", "--schema",
-                            str(schema_json), "--out", str(out), *FAST])
+    r = runner.invoke(
+        app,
+        [
+            "train-generators",
+            "--data",
+            str(data_csv),
+            "--target",
+            "label",
+            "--schema",
+            str(schema_json),
+            "--out",
+            str(out),
+            *FAST,
+        ],
+    )
     assert r.exit_code != 0 and "not empty" in flat(r)
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
 
@@ -120,27 +189,45 @@ def test_corrupted_and_pickled_generators_refused(gens: Path, tmp_path: Path):
         (bad / f.name).write_bytes(f.read_bytes())
     w = bad / "class-0.safetensors"
     w.write_bytes(w.read_bytes()[:-100])
-    r = runner.invoke(app, ["sample", "--generators", str(bad), "--rows", "10", "--out", str(tmp_path / "x.csv")])
+    r = runner.invoke(
+        app, ["sample", "--generators", str(bad), "--rows", "10", "--out", str(tmp_path / "x.csv")]
+    )
     assert r.exit_code != 0 and "sha256" in flat(r)
     w.write_bytes(pickle.dumps({"weights": [1, 2, 3]}))
-    r = runner.invoke(app, ["sample", "--generators", str(bad), "--rows", "10", "--out", str(tmp_path / "x.csv")])
+    r = runner.invoke(
+        app, ["sample", "--generators", str(bad), "--rows", "10", "--out", str(tmp_path / "x.csv")]
+    )
     assert r.exit_code != 0
     assert not (tmp_path / "x.csv").exists()
 
 
 def test_schema_mismatch_between_sets(gens: Path, tmp_path: Path, data_csv: Path):
     other = tmp_path / "other"
-    r = runner.invoke(app, ["train-generators", "--data", str(data_csv), "--target", "label", "--out", str(other), *FAST])
+    r = runner.invoke(
+        app, ["train-generators", "--data", str(data_csv), "--target", "label", "--out", str(other), *FAST]
+    )
     assert r.exit_code == 0
-    r = runner.invoke(app, ["sample", "--generators", str(gens), "--generators", str(other), "--rows", "10",
-                            "--out", str(tmp_path / "x.csv")])
+    r = runner.invoke(
+        app,
+        [
+            "sample",
+            "--generators",
+            str(gens),
+            "--generators",
+            str(other),
+            "--rows",
+            "10",
+            "--out",
+            str(tmp_path / "x.csv"),
+        ],
+    )
     assert r.exit_code != 0 and "different schema" in flat(r)
 
 
 def test_demo_small_federation(tmp_path: Path):
     """A whole federation: 4 silos, DP generators, FedAvg, all scenarios; JSON written."""
     out = tmp_path / "demo.json"
-    r = runner.invoke(app, ["demo", "--silos", "4", "--rows", "600", "--json", str(out)])
+    r = runner.invoke(app, ["demo", "--silos", "3", "--rows", "400", "--json", str(out)])
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["epsilon_spent_max"] <= 1.0

@@ -102,6 +102,7 @@ def _run_sgde(
     seed0: int = 0,
     vae_overrides: dict[str, Any] | None = None,
     hub: bool = False,
+    split: str = "equal",
 ) -> dict[str, Any]:
     from fedsynth.data.datasets import load_dataset
     from fedsynth.evaluation.sgde_experiment import SGDEConfig, aggregate, run_seed
@@ -122,6 +123,7 @@ def _run_sgde(
                 synthetic_rows=rows,
                 eval_silos=eval_silos,
                 vae=vae,
+                split=split,
             )
             tasks: dict[str, Any] = {}
 
@@ -166,8 +168,9 @@ def _run_via_hub(bench: Any, cfg: Any, seed: int, cb: Any) -> dict[str, Any]:
 
     spec = cfg.vae.decoder_spec(TableEncoder(bench.schema).layout())
     # δ cap: the SGDE rule δ ≤ 1/(10·|D_c|) holds for every class big enough to train (≥ min_rows)
-    with hub_exchange(bench.schema, spec, cfg.silos, max_epsilon=1.5 * cfg.epsilon,
-                      max_delta=1.0 / (10 * cfg.vae.min_rows)) as ex:
+    with hub_exchange(
+        bench.schema, spec, cfg.silos, max_epsilon=1.5 * cfg.epsilon, max_delta=1.0 / (10 * cfg.vae.min_rows)
+    ) as ex:
         console.print(f"hub running at {ex.url} (SQLite); {cfg.silos} silos registered")
         res = run_seed(bench, cfg, seed, progress=cb, exchange=ex)
     res["communication"] = {
@@ -237,6 +240,7 @@ def bench_sgde(
     rows: Annotated[int, typer.Option(help="synthetic rows per silo")] = 5000,
     eval_silos: Annotated[int | None, typer.Option(help="score only the first k silos")] = None,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    split: Annotated[str, typer.Option(help="equal (paper) or label-skew:BETA (Dirichlet)")] = "equal",
     set_: Annotated[
         list[str] | None, typer.Option("--set", help="VAE override KEY=JSON, e.g. epochs=20")
     ] = None,
@@ -251,7 +255,10 @@ def bench_sgde(
             overrides[k] = json.loads(v)
             if isinstance(overrides[k], list):
                 overrides[k] = tuple(overrides[k])
-        res = _run_sgde(dataset, silos, seeds, epsilon, rows, eval_silos, vae_overrides=overrides)
+        res = _run_sgde(
+            dataset, silos, seeds, epsilon, rows, eval_silos, vae_overrides=overrides, split=split
+        )
+        res["split"] = split
         _print_result(res)
         if json_out:
             write_json(json_out, res)

@@ -35,7 +35,7 @@ from sklearn.model_selection import StratifiedKFold
 from fedsynth.artifacts.decoder import LoadedGenerator
 from fedsynth.data.datasets import BenchmarkData
 from fedsynth.data.encoders import TableEncoder, encode_target
-from fedsynth.data.partition import equal_shares
+from fedsynth.data.partition import dirichlet_label_skew, equal_shares, parse_split
 from fedsynth.evaluation.classifiers import (
     choose_C,
     fit_logreg,
@@ -66,6 +66,7 @@ EVALS = ("local_eval", "test_eval")
 class SGDEConfig:
     silos: int = 20
     fraction: float = 0.05
+    split: str = "equal"  # "equal" (paper: random 1/K shares) or "label-skew:BETA" (Dirichlet)
     epsilon: float = 1.0
     delta: float | None = None  # None: per-class δ = 1/(10·|D_c|) rounded down
     synthetic_rows: int = 5000
@@ -131,7 +132,15 @@ def run_seed(
     """
     s = bench.schema
     train, test = bench.train, bench.test
-    parts = equal_shares(len(train), cfg.silos, cfg.fraction, seed=seed)
+    kind, beta = parse_split(cfg.split)
+    if kind == "label-skew":
+        parts = dirichlet_label_skew(
+            train[s.target].to_numpy(), cfg.silos, beta or 0.5, seed=seed, min_rows=20
+        )
+    elif kind == "equal":
+        parts = equal_shares(len(train), cfg.silos, cfg.fraction, seed=seed)
+    else:
+        raise ValueError(f"split {cfg.split!r} is not supported by the SGDE experiment (equal, label-skew:B)")
     silo_frames = [train.iloc[p].reset_index(drop=True) for p in parts]
     timing: dict[str, float] = {}
 
