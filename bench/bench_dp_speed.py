@@ -47,7 +47,11 @@ def main() -> None:
             t0 = time.perf_counter()
             for c, x in per_class:
                 _, r = train_class_vae(
-                    x, spec, cfg, class_label=c, seed=rep,
+                    x,
+                    spec,
+                    cfg,
+                    class_label=c,
+                    seed=rep,
                     epsilon=args.epsilon if mode == "dp" else None,
                     delta=default_delta(len(x)) if mode == "dp" else None,
                 )
@@ -56,9 +60,15 @@ def main() -> None:
             times[mode].append(time.perf_counter() - t0)
     dp, nd = statistics.median(times["dp"]), statistics.median(times["non_dp"])
     res = {
-        "rows": args.rows, "classes": {c: len(x) for c, x in per_class}, "steps": steps,
-        "dp_seconds_median": dp, "non_dp_seconds_median": nd, "ratio": dp / nd, "all": times,
-        "torch_threads": torch.get_num_threads(), "config": {k: str(v) for k, v in cfg.__dict__.items()},
+        "rows": args.rows,
+        "classes": {c: len(x) for c, x in per_class},
+        "steps": steps,
+        "dp_seconds_median": dp,
+        "non_dp_seconds_median": nd,
+        "ratio": dp / nd,
+        "all": times,
+        "torch_threads": torch.get_num_threads(),
+        "config": {k: str(v) for k, v in cfg.__dict__.items()},
     }
     print(f"{'rows':>6} {'DP s':>8} {'non-DP s':>9} {'ratio':>6}")
     print(f"{args.rows:>6} {dp:>8.2f} {nd:>9.2f} {dp / nd:>6.2f}")

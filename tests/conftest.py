@@ -44,7 +44,9 @@ def make_toy(n: int, seed: int = 0) -> pd.DataFrame:
     y = rng.random(n) < 0.4
     age = np.where(y, rng.normal(55, 8, n), rng.normal(32, 8, n)).clip(18, 90).round()
     income = np.where(y, rng.normal(120, 25, n), rng.normal(50, 20, n)).clip(0, 200)
-    color = np.where(y, rng.choice(["red", "green"], n, p=[0.8, 0.2]), rng.choice(["green", "blue"], n, p=[0.3, 0.7]))
+    color = np.where(
+        y, rng.choice(["red", "green"], n, p=[0.8, 0.2]), rng.choice(["green", "blue"], n, p=[0.3, 0.7])
+    )
     return pd.DataFrame({"age": age, "income": income, "color": color, "label": np.where(y, "yes", "no")})
 
 

@@ -13,7 +13,6 @@ from fedsynth.artifacts.decoder import (
     ArtifactError,
     GeneratorCard,
     decoder_to_bytes,
-    load_decoder_bytes,
     read_generator_set,
     sha256_bytes,
     verify_weights,
@@ -29,8 +28,15 @@ def _spec(toy_schema) -> DecoderSpec:
 
 
 def _card(dec, toy_schema, cls="yes", **kw) -> GeneratorCard:
-    d = {"spec": dec.spec.to_dict(), "schema_hash": toy_schema.hash(), "class_label": cls, "epsilon": 1.0,
-         "delta": 1e-5, "accountant": "rdp", "weights_sha256": sha256_bytes(decoder_to_bytes(dec))}
+    d = {
+        "spec": dec.spec.to_dict(),
+        "schema_hash": toy_schema.hash(),
+        "class_label": cls,
+        "epsilon": 1.0,
+        "delta": 1e-5,
+        "accountant": "rdp",
+        "weights_sha256": sha256_bytes(decoder_to_bytes(dec)),
+    }
     d.update(kw)
     return GeneratorCard(**d)
 
@@ -61,7 +67,7 @@ def test_pickle_refused_and_never_executed(toy_schema):
 
     buf = io.BytesIO()
     torch.save(dec.state_dict(), buf)
-    with pytest.raises(ArtifactError, match="pickle|zip"):
+    with pytest.raises(ArtifactError, match=r"pickle|zip"):
         verify_weights(buf.getvalue(), dec.spec)
     assert not Path("/tmp/fedsynth_pwned_artifact").exists()
 
@@ -69,8 +75,13 @@ def test_pickle_refused_and_never_executed(toy_schema):
 def test_truncated_and_garbage(toy_schema):
     dec = build_decoder(_spec(toy_schema))
     w = decoder_to_bytes(dec)
-    for bad, msg in [(w[:-10], "truncated"), (w[:5], "truncated"), (w + b"xx", "truncated or padded"),
-                     (struct.pack("<Q", 10**12) + b"{}", "not a safetensors"), (struct.pack("<Q", 4) + b"abcd", "not JSON")]:
+    for bad, msg in [
+        (w[:-10], "truncated"),
+        (w[:5], "truncated"),
+        (w + b"xx", "truncated or padded"),
+        (struct.pack("<Q", 10**12) + b"{}", "not a safetensors"),
+        (struct.pack("<Q", 4) + b"abcd", "not JSON"),
+    ]:
         with pytest.raises(ArtifactError, match=msg):
             verify_weights(bad, dec.spec)
 
@@ -81,7 +92,9 @@ def test_wrong_shapes_names_dtype_nan(toy_schema):
     spec = _spec(toy_schema)
     dec = build_decoder(spec)
     sd = {k: v.clone() for k, v in dec.state_dict().items()}
-    other = build_decoder(VAEConfig(hidden=(9,), latent_dim=3).decoder_spec(TableEncoder(toy_schema).layout()))
+    other = build_decoder(
+        VAEConfig(hidden=(9,), latent_dim=3).decoder_spec(TableEncoder(toy_schema).layout())
+    )
     with pytest.raises(ArtifactError, match="shape"):
         verify_weights(decoder_to_bytes(other), spec)
     renamed = {("x." + k): v for k, v in sd.items()}
@@ -128,7 +141,9 @@ def test_writer_never_overwrites(toy_schema, tmp_path):
     assert (tmp_path / "s" / "keep.txt").read_text() == "mine"
     # a failure mid-write leaves nothing behind
     with pytest.raises(ArtifactError):
-        write_generator_set(tmp_path / "t", toy_schema, [(dec, _card(dec, toy_schema, weights_sha256="0" * 64))])
+        write_generator_set(
+            tmp_path / "t", toy_schema, [(dec, _card(dec, toy_schema, weights_sha256="0" * 64))]
+        )
     assert not (tmp_path / "t").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["s"]
 

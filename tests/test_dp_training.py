@@ -24,7 +24,9 @@ def test_reported_epsilon_comes_from_accountant(toy_schema, toy_frame):
     _, rep = train_class_vae(x, spec, FAST, class_label="no", epsilon=1.0, delta=1e-5, seed=1)
     a = rep.account
     assert a is not None
-    assert math.isclose(a.epsilon, epsilon_spent(a.noise_multiplier, a.sample_rate, a.steps, a.delta), rel_tol=1e-9)
+    assert math.isclose(
+        a.epsilon, epsilon_spent(a.noise_multiplier, a.sample_rate, a.steps, a.delta), rel_tol=1e-9
+    )
     assert 0.9 <= a.epsilon <= 1.0  # calibrated to the target, never over it
     assert math.isclose(a.sample_rate, FAST.batch_size / len(x))
     # a different σ gives a different ε: the figure is not a constant
@@ -74,7 +76,9 @@ def test_one_pass_clipping_matches_opacus_per_sample_clipping(toy_schema, toy_fr
 def test_generator_set_and_pool(toy_schema, toy_frame):
     gs = fit_generator_set(toy_frame, toy_schema, epsilon=1.0, config=FAST, seed=0)
     assert [c.class_label for c in gs.cards] == ["no", "yes"]
-    assert gs.epsilon <= 1.0 and all(c.delta <= 1 / (10 * n) for c, n in zip(gs.cards, [r.n_rows for r in gs.reports], strict=True))
+    assert gs.epsilon <= 1.0 and all(
+        c.delta <= 1 / (10 * n) for c, n in zip(gs.cards, [r.n_rows for r in gs.reports], strict=True)
+    )
     df = GeneratorPool(toy_schema, gs.as_loaded()).sample(400, seed=0)
     assert len(df) == 400 and set(df.columns) == {"age", "income", "color", "label"}
     assert abs((df.label == "yes").mean() - 0.5) < 0.1  # class-balanced

@@ -6,7 +6,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from fedsynth.data.schema import Schema, SchemaError, check_training_target, infer_schema, load_schema, validate_frame
+from fedsynth.data.schema import (
+    Schema,
+    SchemaError,
+    check_training_target,
+    infer_schema,
+    load_schema,
+    validate_frame,
+)
 
 
 def test_round_trip_and_hash_stable(toy_schema, tmp_path):
@@ -54,15 +61,25 @@ def test_single_class_target_refused(toy_schema, toy_frame):
 
 def test_schema_rejects_single_class_target():
     with pytest.raises(SchemaError, match="only one class"):
-        Schema.from_dict({"target": "y", "columns": [
-            {"name": "x", "kind": "continuous", "lower": 0, "upper": 1},
-            {"name": "y", "kind": "categorical", "categories": ["a"]}]})
+        Schema.from_dict(
+            {
+                "target": "y",
+                "columns": [
+                    {"name": "x", "kind": "continuous", "lower": 0, "upper": 1},
+                    {"name": "y", "kind": "categorical", "categories": ["a"]},
+                ],
+            }
+        )
 
 
 def test_infer_flags_private_source(toy_frame):
     s = infer_schema(toy_frame, "label")
     assert s.source == "inferred"
-    assert s.column("income").kind == "continuous" and s.column("color").categories == ("blue", "green", "red")
+    assert s.column("income").kind == "continuous" and s.column("color").categories == (
+        "blue",
+        "green",
+        "red",
+    )
     with pytest.raises(SchemaError, match="target column"):
         infer_schema(toy_frame, "nope")
 

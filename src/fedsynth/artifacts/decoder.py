@@ -3,7 +3,8 @@
 A generator *set* on disk (what a silo pushes, what ``fedsynth sample`` reads)::
 
     DIR/manifest.json          {"format": "fedsynth-generator-set/1", "schema": {...},
-                                "generators": [{"weights": "class-0.safetensors", "card": "class-0.json"}, ...]}
+                                "generators": [{"weights": "class-0.safetensors",
+                                                "card": "class-0.json"}, ...]}
     DIR/class-<i>.safetensors  decoder weights (float32, names fixed by the spec)
     DIR/class-<i>.json         the card: spec, schema hash, class, (ε, δ) from the accountant, sha256
 
@@ -150,7 +151,7 @@ def verify_weights(data: bytes, spec: DecoderSpec, *, sha256: str | None = None)
             raise ArtifactError(f"tensor {k!r} has shape {tuple(header[k]['shape'])}, spec requires {shape}")
     try:
         tensors = st_load(data)
-    except Exception as e:  # noqa: BLE001 - safetensors raises its own error types
+    except Exception as e:  # safetensors raises its own error types
         raise ArtifactError(f"safetensors could not parse the weights: {e}") from None
     for k, t in tensors.items():
         if not torch.isfinite(t).all():
@@ -181,7 +182,11 @@ class LoadedGenerator:
 
 
 def write_generator_set(
-    out_dir: str | Path, schema: Schema, items: list[tuple[Decoder, GeneratorCard]], *, extra: dict | None = None
+    out_dir: str | Path,
+    schema: Schema,
+    items: list[tuple[Decoder, GeneratorCard]],
+    *,
+    extra: dict | None = None,
 ) -> Path:
     """Write a set atomically: build it in a temp folder next to ``out_dir``, then rename.
 
@@ -215,7 +220,9 @@ def write_generator_set(
     return out
 
 
-def read_generator_set(path: str | Path, *, schema: Schema | None = None) -> tuple[Schema, list[LoadedGenerator]]:
+def read_generator_set(
+    path: str | Path, *, schema: Schema | None = None
+) -> tuple[Schema, list[LoadedGenerator]]:
     """Load and verify a generator set. ``schema``, if given, must match the set's schema hash."""
     p = Path(path)
     mf = p / "manifest.json"

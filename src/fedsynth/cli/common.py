@@ -18,7 +18,12 @@ console = Console(stderr=True)
 out = Console()
 
 #: Exceptions that mean "the user gave bad input": printed as one line, exit code 2.
-USER_ERRORS: tuple[type[BaseException], ...] = (ValueError, FileNotFoundError, FileExistsError, PermissionError)
+USER_ERRORS: tuple[type[BaseException], ...] = (
+    ValueError,
+    FileNotFoundError,
+    FileExistsError,
+    PermissionError,
+)
 
 
 @contextmanager

@@ -40,8 +40,17 @@ class LogRegClient(NumPyClient):
     """Softmax regression trained with mini-batch GD + L2 on one silo's encoded data."""
 
     def __init__(
-        self, x: np.ndarray, y: np.ndarray, n_classes: int, *, lr: float = 0.5, epochs: int = 2,
-        batch_size: int = 64, l2: float = 1e-4, seed: int = 0, val_frac: float = 0.1,
+        self,
+        x: np.ndarray,
+        y: np.ndarray,
+        n_classes: int,
+        *,
+        lr: float = 0.5,
+        epochs: int = 2,
+        batch_size: int = 64,
+        l2: float = 1e-4,
+        seed: int = 0,
+        val_frac: float = 0.1,
     ) -> None:
         rng = np.random.default_rng(seed)
         perm = rng.permutation(len(x))
@@ -83,14 +92,21 @@ class FedAvgResult:
 
 
 def run_fedavg(
-    silos: list[tuple[np.ndarray, np.ndarray]], n_classes: int, *, max_rounds: int = 60, patience: int = 8,
-    seed: int = 0, **client_kw: float,
+    silos: list[tuple[np.ndarray, np.ndarray]],
+    n_classes: int,
+    *,
+    max_rounds: int = 60,
+    patience: int = 8,
+    seed: int = 0,
+    **client_kw: float,
 ) -> FedAvgResult:
     """Train to convergence with Flower's FedAvg; silos are (encoded X, integer labels)."""
     clients = [LogRegClient(x, y, n_classes, seed=seed + i, **client_kw) for i, (x, y) in enumerate(silos)]  # type: ignore[arg-type]
     d = silos[0][0].shape[1]
     params = [np.zeros((d, n_classes)), np.zeros(n_classes)]
-    strategy = FedAvg(initial_parameters=ndarrays_to_parameters(params), min_fit_clients=1, min_available_clients=1)
+    strategy = FedAvg(
+        initial_parameters=ndarrays_to_parameters(params), min_fit_clients=1, min_available_clients=1
+    )
     best, best_round, best_params, history = -np.inf, 0, params, []
     nbytes = sum(p.nbytes for p in params)
     rnd = 0

@@ -27,7 +27,9 @@ from pandas.api.types import is_numeric_dtype
 from fedsynth.data.schema import Column, Schema, SchemaError
 
 
-def dp_quantile(values: np.ndarray, p: float, epsilon: float, lo: float, hi: float, rng: np.random.Generator) -> float:
+def dp_quantile(
+    values: np.ndarray, p: float, epsilon: float, lo: float, hi: float, rng: np.random.Generator
+) -> float:
     """ε-DP p-quantile of ``values`` clipped to [lo, hi] (exponential mechanism on intervals)."""
     x = np.sort(np.clip(values.astype(float), lo, hi))
     edges = np.concatenate([[lo], x, [hi]])
@@ -72,7 +74,9 @@ def dp_schema(
             integer = bool(np.all(np.mod(s.to_numpy(dtype=float), 1) == 0))
             if integer:
                 lo_b, hi_b = math.floor(lo_b), math.ceil(hi_b)
-            cols.append(Column(str(name), "continuous", lower=lo_b, upper=max(hi_b, lo_b + 1e-9), integer=integer))
+            cols.append(
+                Column(str(name), "continuous", lower=lo_b, upper=max(hi_b, lo_b + 1e-9), integer=integer)
+            )
         else:
             counts = s.astype(str).value_counts()
             thresh = 1.0 + math.log(1.0 / (2.0 * delta_c)) / eps_c

@@ -66,8 +66,12 @@ def calibrate_noise(
         raise PrivacyParameterError(f"accountant must be one of {ACCOUNTANTS}")
     return float(
         get_noise_multiplier(
-            target_epsilon=epsilon, target_delta=delta, sample_rate=sample_rate, steps=steps,
-            accountant=accountant, epsilon_tolerance=0.005,
+            target_epsilon=epsilon,
+            target_delta=delta,
+            sample_rate=sample_rate,
+            steps=steps,
+            accountant=accountant,
+            epsilon_tolerance=0.005,
         )
     )
 
@@ -85,7 +89,10 @@ def rdp_curve(noise_multiplier: float, sample_rate: float, steps: int, orders: l
     """RDP ε(α) at the given orders (for tests against published values)."""
     from opacus.accountants.analysis.rdp import compute_rdp
 
-    return [float(v) for v in compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=orders)]
+    return [
+        float(v)
+        for v in compute_rdp(q=sample_rate, noise_multiplier=noise_multiplier, steps=steps, orders=orders)
+    ]
 
 
 __all__ = [
