@@ -190,6 +190,11 @@ def test_tokens_scoped_401_403(hub: RunningHub, fed: dict) -> None:
     assert e.value.status == 403
     # nobody can delete or overwrite: no such methods exist
     assert httpx.delete(f"{u}/v1/federations/a/generators/1/weights", headers=alice).status_code == 405
+    # refusals with hostile text in the path are still audited (NUL is not storable as-is in PG)
+    assert httpx.get(f"{u}/v1/federations/a%00x/pool").status_code == 401
+    assert httpx.get(f"{u}/v1/federations/b%00%01/pool", headers=alice).status_code == 403
+    refused = [e for e in fed["admin"].audit("a", limit=50) if e["outcome"] == "refused"]
+    assert any("\\x00" in e["detail"] for e in refused), [e["detail"] for e in refused]
     assert httpx.put(f"{u}/v1/federations/a/generators/1/weights", headers=alice).status_code == 405
 
 

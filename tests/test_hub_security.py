@@ -94,6 +94,24 @@ def test_pickle_payloads_refused_and_never_executed(env: dict, tmp_path: Path) -
     assert not any(env["client"].list_pool())
 
 
+def test_hostile_cards_refused(env: dict) -> None:
+    w = decoder_to_bytes(build_decoder(env["spec"]))
+    for card in (
+        b"[" * 30000,
+        b"\xff\xfe",
+        b'{"format": "fedsynth-decoder/1", "spec": "x"}',
+        b"{}",
+        b"0" * 70000,
+    ):
+        files = [
+            ("cards", ("c.json", card, "application/json")),
+            ("weights", ("w", w, "application/octet-stream")),
+        ]
+        with pytest.raises(HubError) as e:
+            env["client"].push_raw(files)
+        assert e.value.status == 422, (card[:20], e.value.detail)
+
+
 def test_malformed_tensors_refused(env: dict) -> None:
     spec = env["spec"]
     dec = build_decoder(spec)

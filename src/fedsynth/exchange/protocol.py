@@ -147,6 +147,8 @@ def validate_generator_set(req: Requirements, items: list[tuple[bytes, bytes]]) 
                 raise ArtifactError("card's decoder spec differs from the federation's decoder spec")
         except ArtifactError as e:
             raise PushRefused(f"{where}: {e}") from None
+        except (RecursionError, TypeError, ValueError, AttributeError, KeyError) as e:
+            raise PushRefused(f"{where}: malformed card ({type(e).__name__})") from None
         if card.schema_hash != schema_hash:
             raise PushRefused(f"{where}: card schema hash does not match the federation's schema")
         if card.class_label not in classes:

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, File, Form, Query, Request, Response, UploadFile
+from fastapi import Depends, FastAPI, File, Query, Request, Response, UploadFile
 from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -106,6 +106,14 @@ class HubError(Exception):
         self.status, self.detail, self.headers = status, detail, headers
 
 
+def _clean(text: str | None, n: int) -> str | None:
+    """Audit strings may carry attacker-chosen text (paths, names): make them printable and bounded
+    (PostgreSQL refuses NUL, and one bad row must not sink a batch)."""
+    if text is None:
+        return None
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[:n])[:n]
+
+
 class AuditWriter:
     """Appends audit events from a background thread in batches (every 100 ms or 500 events),
     so that hot read paths (pulls) never wait for a database commit. ``flush`` blocks until
@@ -146,8 +154,13 @@ class AuditWriter:
                 if events:
                     with self._sf.begin() as s:
                         s.add_all([db.AuditEvent(**e) for e in events])
-            except Exception:  # keep serving; the error is logged with the events lost
-                log.exception("could not write %d audit events", len(events))
+            except Exception:  # retry one by one so that one bad event cannot sink the others
+                for e in events:
+                    try:
+                        with self._sf.begin() as s:
+                            s.add(db.AuditEvent(**e))
+                    except Exception:  # keep serving; the lost event is logged
+                        log.exception("could not write audit event %r", e)
             for i in items:
                 if isinstance(i, threading.Event):
                     i.set()
@@ -217,13 +230,13 @@ def create_app(settings: HubSettings) -> FastAPI:
         part of the push's own transaction."""
         writer.put(
             {
-                "federation": federation,
-                "silo": silo,
+                "federation": _clean(federation, 64),
+                "silo": _clean(silo, 64),
                 "action": action,
                 "outcome": outcome,
                 "sha256": sha256,
                 "epsilon": epsilon,
-                "detail": detail[:2000],
+                "detail": _clean(detail, 2000),
             }
         )
 
@@ -431,7 +444,6 @@ def create_app(settings: HubSettings) -> FastAPI:
         response: Response,
         cards: Annotated[list[UploadFile], File(description="one JSON card per generator")],
         weights: Annotated[list[UploadFile], File(description="safetensors weights, same order as cards")],
-        note: Annotated[str, Form(max_length=200)] = "",
     ) -> dict[str, Any]:
         fid, req = member(fed, c, allow_admin=False)
         try:
