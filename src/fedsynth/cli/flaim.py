@@ -117,7 +117,8 @@ def bench_cmd(
         ["aim", "distaim", "naive", "aug-oracle", "aug-private", "flaim-sa"], "--methods", help=METHOD_HELP
     ),
     epsilons: list[float] = typer.Option([1.0, 3.0], "--epsilons"),
-    seeds: int = typer.Option(3, "--seeds", help="number of seeds (0..S-1)"),
+    seeds: int = typer.Option(3, "--seeds", help="number of seeds (first-seed .. first-seed+S-1)"),
+    first_seed: int = typer.Option(0, "--first-seed"),
     clients: int = typer.Option(100, "--clients"),
     participation: float = typer.Option(0.1, "--participation"),
     rounds: int = typer.Option(10, "--rounds"),
@@ -145,7 +146,7 @@ def bench_cmd(
 
         results: list[dict[str, Any]] = []
         sweep = [(rounds, e) for e in epsilons] + [(t, epsilons[0]) for t in rounds_sweep if t != rounds]
-        for seed in range(seeds):
+        for seed in range(first_seed, first_seed + seeds):
             d = load_flaim_data(dataset, seed=seed if data_seed is None else data_seed)
             for mth in methods:
                 for T, e in sweep:

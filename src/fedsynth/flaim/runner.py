@@ -91,7 +91,8 @@ def load_flaim_data(
         label = name
     elif name in ("marketing", "census"):
         rel = f"{name}/{name}.csv.gz"
-        df = pd.read_csv(dataset_path(rel))
+        # Literal categories such as "NA" / "Not in universe" are values here, not missing data.
+        df = pd.read_csv(dataset_path(rel), keep_default_na=False, na_values=[""])
         tgt = "y" if name == "marketing" else "income"
         if name == "census":
             df = df.drop(columns=["instance weight"])  # survey weight: not a feature (UCI notes)
