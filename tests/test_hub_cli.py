@@ -154,7 +154,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.mark.parametrize("tls", [False, True])
+@pytest.mark.parametrize("tls", [pytest.param(False, marks=pytest.mark.slow), True])
 def test_cli_hub_serve(tmp_path: Path, tls: bool) -> None:
     port = _free_port()
     cmd = [

@@ -46,7 +46,7 @@ def _assert_consistent(hub: RunningHub, adm: HubAdmin, fed: str, expect_generato
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_sigkill_mid_push_then_restart(backend: str, tmp_path: Path) -> None:
     s = tiny_schema()
-    spec = tiny_spec(s, hidden=(1024, 1024), latent=64)  # ≈ 4.5 MB per decoder, ≈ 9 MB per push
+    spec = tiny_spec(s, hidden=(768, 768), latent=64)  # ≈ 2.6 MB per decoder, ≈ 5 MB per push
     gset = make_set(s, spec, epsilon=1.0, seed=3)
     for hub in start_hub(backend, tmp_path, extra_env={FAULT_DELAY_ENV: "30"}):
         adm = HubAdmin(hub.url, hub.admin_token)
