@@ -13,7 +13,7 @@ Part C — poisoning: 10 silos push generators, 2 of them malicious (chosen at r
   pool and the screened pool, and backdoor success (test rows of the other class stamped with
   the trigger, classified as the backdoor's class).
 
-    FEDSYNTH_DATA=/work/shared/datasets nice -n 10 python bench/bench_audit.py --out bench/results/audit.json
+    FEDSYNTH_DATA=/work/shared/datasets nice -n 10 python bench/bench_audit.py --out out/bench_audit.json
 """
 
 from __future__ import annotations
@@ -276,7 +276,7 @@ def main() -> None:
     ap.add_argument("--rows", type=int, default=10000, help="synthetic rows for the downstream classifier")
     ap.add_argument("--trigger-rate", type=float, default=0.08)
     ap.add_argument("--skip", nargs="*", default=[], choices=["privacy", "cli", "poison"])
-    ap.add_argument("--out", type=Path, default=Path("bench/results/audit.json"))
+    ap.add_argument("--out", type=Path, default=Path("out/bench_audit.json"))
     args = ap.parse_args()
     _quiet()
     bench = load_dataset("adult")
