@@ -179,26 +179,55 @@ def bench_cmd(
                         "rho": r.rho,
                     }
                     results.append(row)
+                    if json_path is not None:  # keep partial results if a long benchmark is stopped
+                        write_json(
+                            json_path,
+                            _doc(
+                                dataset,
+                                split,
+                                clients,
+                                participation,
+                                rounds,
+                                delta,
+                                secure,
+                                data_seed,
+                                results,
+                            ),
+                        )
                     console.print(
                         f"[dim]{mth} ε={e} T={T} seed={seed}: L1={row['l1']:.3f} "
                         f"AUC={row['auc']:.3f} {row['seconds']:.1f}s[/]"
                     )
         _print_table(results, rounds)
-        doc = {
-            "data_seed": data_seed,
-            "dataset": dataset,
-            "split": split,
-            "clients": clients,
-            "participation": participation,
-            "rounds": rounds,
-            "delta": delta,
-            "secure_sum": secure,
-            "results": results,
-        }
+        doc = _doc(dataset, split, clients, participation, rounds, delta, secure, data_seed, results)
         if json_path is not None:
             write_json(json_path, doc)
         if plot is not None:
             _plots(results, plot, rounds, dataset)
+
+
+def _doc(
+    dataset: str,
+    split: str,
+    clients: int,
+    participation: float,
+    rounds: int,
+    delta: float,
+    secure: str,
+    data_seed: int | None,
+    results: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        "dataset": dataset,
+        "split": split,
+        "clients": clients,
+        "participation": participation,
+        "rounds": rounds,
+        "delta": delta,
+        "secure_sum": secure,
+        "data_seed": data_seed,
+        "results": results,
+    }
 
 
 def _print_table(results: list[dict[str, Any]], rounds: int) -> None:
