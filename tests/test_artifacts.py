@@ -153,3 +153,25 @@ def test_spec_bounds():
         DecoderSpec(latent_dim=10**6, hidden=(8,), layout=(("a", "continuous", 1),))
     with pytest.raises(SpecError):
         DecoderSpec(latent_dim=4, hidden=(8,), layout=(("a", "continuous", 2),))
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        {"w": 5},
+        {"w": {"data_offsets": [0, 1e999]}},
+        {"w": {"dtype": "F32", "shape": "x", "data_offsets": [0, 0]}},
+        {"w": {"data_offsets": "ab"}},
+        [1, 2],
+    ],
+)
+def test_hostile_headers_get_artifact_errors(toy_schema, header):
+    spec = _spec(toy_schema)
+    raw = json.dumps(header).encode()
+    with pytest.raises(ArtifactError):
+        verify_weights(struct.pack("<Q", len(raw)) + raw, spec)
+
+
+def test_deeply_nested_card_is_an_artifact_error():
+    with pytest.raises(ArtifactError):
+        GeneratorCard.from_json("[" * 30_000 + "]" * 30_000)  # under the size cap: the parser recursion

@@ -66,7 +66,7 @@ class GeneratorCard:
             raise ArtifactError(f"card is larger than {MAX_CARD_BYTES} bytes")
         try:
             d = json.loads(text)
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
             raise ArtifactError(f"card is not valid JSON: {e}") from None
         if not isinstance(d, dict):
             raise ArtifactError("card must be a JSON object")
@@ -122,11 +122,19 @@ def _parse_header(data: bytes) -> dict[str, Any]:
         )
     try:
         header = json.loads(data[8 : 8 + n])
-    except (json.JSONDecodeError, UnicodeDecodeError):
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError):
         raise ArtifactError("not a safetensors file: header is not JSON") from None
     if not isinstance(header, dict):
         raise ArtifactError("not a safetensors file: header is not a JSON object")
-    end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+    try:
+        end = max((int(v["data_offsets"][1]) for k, v in header.items() if k != "__metadata__"), default=0)
+        for k, v in header.items():
+            if k != "__metadata__" and not (
+                isinstance(v.get("shape"), list) and isinstance(v.get("dtype"), str)
+            ):
+                raise ValueError(k)
+    except (TypeError, KeyError, ValueError, OverflowError, AttributeError, IndexError):
+        raise ArtifactError("not a safetensors file: malformed tensor entries in the header") from None
     if 8 + n + end != len(data):
         raise ArtifactError(
             f"weights file is truncated or padded: expected {8 + n + end} bytes, got {len(data)}"
