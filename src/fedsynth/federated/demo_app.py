@@ -22,10 +22,10 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.federated.secure_rounds import (
-    SecAggSettings,
     SumRequest,
     make_client_app,
     run_secure_sum_rounds,
+    settings_from_config,
 )
 from fedsynth.flaim.secure_sum import SumResult
 
@@ -84,7 +84,7 @@ def _server_main(grid: Grid, context: Context) -> None:
         int(cfg.get("bound", 1_000_000)),
         int(cfg.get("seed", 0)),
     )
-    settings = SecAggSettings(min_nodes=int(cfg.get("min-nodes", 2)))
+    settings = settings_from_config(cfg)
     run_secure_sum_rounds(grid, context, driver, settings)
     out = str(cfg.get("out", ""))
     if out:

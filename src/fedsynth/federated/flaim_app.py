@@ -40,6 +40,7 @@ from fedsynth.federated.secure_rounds import (
     SecAggSettings,
     SumRequest,
     make_client_app,
+    settings_from_config,
 )
 from fedsynth.flaim.measure import marginal_counts, skellam_share
 from fedsynth.flaim.secure_sum import SecureSum, SumResult
@@ -214,7 +215,7 @@ def make_flaim_server_app(
     @app.main()
     def main(grid: Grid, context: Context) -> None:
         cfg = context.run_config
-        st = settings or SecAggSettings(min_nodes=int(cfg.get("min-nodes", 2)))
+        st = settings or settings_from_config(cfg)
         channel = FlowerSumChannel(grid, context, st)
         msum = FlowerMarginalSum(channel, sizes_factory(context), int(cfg.get("max-client-rows", 1_000_000)))
         algorithm(msum, context)

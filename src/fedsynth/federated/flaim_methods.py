@@ -40,7 +40,13 @@ from flwr.app import ConfigRecord, Context
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
-from fedsynth.federated.secure_rounds import FlowerSumChannel, SecAggSettings, SumRequest, make_client_app
+from fedsynth.federated.secure_rounds import (
+    FlowerSumChannel,
+    SecAggSettings,
+    SumRequest,
+    make_client_app,
+    settings_from_config,
+)
 from fedsynth.flaim.methods import Context as MethodContext
 from fedsynth.flaim.methods import FederatedMethod, make_method
 from fedsynth.flaim.runner import FlaimData, load_flaim_data, make_clients
@@ -206,7 +212,7 @@ def run_method(
     clients, seed = int(cfg.get("clients", 2)), int(cfg.get("seed", 0))
     participation = float(cfg.get("participation", 0.1))
     max_rows = int(cfg.get("max-client-rows", 10_000_000))
-    channel = FlowerSumChannel(grid, context, settings or SecAggSettings(min_nodes=clients))
+    channel = FlowerSumChannel(grid, context, settings or settings_from_config(cfg, min_nodes=clients))
     if channel.partitions != list(range(clients)):
         raise ValueError(f"expected partitions 0..{clients - 1}, connected: {channel.partitions}")
 

@@ -83,6 +83,24 @@ class SecAggSettings:
 # ----------------------------------------------------------------------------- traffic counting
 
 
+def settings_from_config(cfg: Mapping[str, Any], min_nodes: int = 2) -> SecAggSettings:
+    """SecAgg+ settings from a Flower run config: ``min-nodes``, ``secagg-timeout`` (seconds per stage;
+    unset = wait for every reply — set it in deployments so a dead node cannot stall a round),
+    ``secagg-num-shares``, ``secagg-threshold`` (ints = counts, floats = fractions)."""
+
+    def num(v: Any) -> int | float:
+        return int(v) if isinstance(v, int) or (isinstance(v, str) and v.isdigit()) else float(v)
+
+    st = SecAggSettings(min_nodes=int(cfg.get("min-nodes", min_nodes)))
+    if cfg.get("secagg-timeout"):
+        st.timeout = float(cfg["secagg-timeout"])
+    if cfg.get("secagg-num-shares"):
+        st.num_shares = num(cfg["secagg-num-shares"])
+    if cfg.get("secagg-threshold"):
+        st.reconstruction_threshold = num(cfg["secagg-threshold"])
+    return st
+
+
 def _stage(msg: Message) -> str:
     cfg = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
     return str(cfg.get(Key.STAGE, "")) if cfg is not None else ""
@@ -414,4 +432,5 @@ __all__ = [
     "make_server_app",
     "partition_id",
     "run_secure_sum_rounds",
+    "settings_from_config",
 ]
