@@ -446,10 +446,11 @@ class FlaimSA(VotingMethod):
     Privacy (record-level, add/remove, ρ-zCDP): which round a record's counts enter A_q is fixed by
     the data-independent client sampling and by earlier DP outputs, and it enters each A_q exactly
     once, so across all rounds the Gaussian/Skellam part costs Σ_q ρ_sk(σ) over the d + T·top
-    marginals — the same count as central AIM — not per round. The selection runs every round a
-    client is sampled and is charged every round (T·ε²/8). ρ_sk(σ) = 1/(2σ²) + 7/(4σ⁴) bounds the
-    Skellam mechanism's RDP (Agarwal et al. 2021, unit L1/L2 sensitivity), and σ is solved so that
-    (d + T·top)·ρ_sk(σ) = αρ. The secure sum only ever reveals noisy sums to the server.
+    marginals — the same count as central AIM — not per round. The selection runs every vote round a
+    client is sampled and is charged in each of the S vote rounds (S·ε_exp²/8 = (1−α)ρ).
+    ρ_sk(σ) = 1/(2σ²) + 7/(4σ⁴) bounds the Skellam mechanism's RDP (Agarwal et al. 2021, unit
+    L1/L2 sensitivity), and σ is solved so that (d + T·top)·ρ_sk(σ) = αρ.
+    The secure sum only ever reveals noisy sums to the server.
     """
 
     name = "flaim-sa"
@@ -531,6 +532,8 @@ class FlaimSA(VotingMethod):
     def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
         if plan["step"] == "vote":
             return super().client_step(cid, codes, plan)
+        if not plan["cliques"]:  # everyone here has answered everything: nothing to send
+            return {}
         rng = np.random.default_rng([self.ctx.seed, plan["round"], cid, 5])
         mine = set(plan["new"][cid])
         blocks = [
@@ -564,7 +567,7 @@ class FlaimSA(VotingMethod):
             return state
         for q, b in zip(
             plan["cliques"],
-            _split(sums["answer"].astype(float), plan["cliques"], self.ctx.sizes),
+            _split(sums.get("answer", np.zeros(0)).astype(float), plan["cliques"], self.ctx.sizes),
             strict=True,
         ):
             ex["acc"][q] = ex["acc"].get(q, 0.0) + b

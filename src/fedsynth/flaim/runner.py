@@ -236,7 +236,7 @@ def run(
             bcast = sum(int(a.nbytes) for a in plan["arrays"].values())
             vectors = {k: m.client_step(k, client_codes[k], plan) for k in participants}
             sums: dict[str, np.ndarray] = {}
-            for key in vectors[participants[0]]:
+            for key in sorted({key for v in vectors.values() for key in v}):
                 r: SumResult = ssum({k: v[key] for k, v in vectors.items()})
                 sums[key] = r.total
                 for k, b in r.bytes_sent.items():
