@@ -48,7 +48,7 @@ from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.partition import equal_shares
 from fedsynth.data.schema import Schema
 from fedsynth.generators.sgde import GeneratorPool
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.vae import VAEConfig, preset_for
 
 console = Console(width=130)
 
@@ -65,7 +65,7 @@ def _quiet() -> None:
 def privacy_part(full: pd.DataFrame, schema: Schema, args: argparse.Namespace) -> dict[str, Any]:
     parts = equal_shares(len(full), 20, seed=0)
     rows = []
-    cfg = VAEConfig()
+    cfg = preset_for("adult")  # the configuration the project ships for Adult
     for silo in range(args.audit_silos):
         train = full.iloc[parts[silo]].reset_index(drop=True)
         holdout = full.drop(index=parts[silo]).sample(n=len(train), random_state=silo).reset_index(drop=True)
@@ -82,8 +82,9 @@ def privacy_part(full: pd.DataFrame, schema: Schema, args: argparse.Namespace) -
     small = equal_shares(len(full), 100, seed=1)[0]
     train = full.iloc[small].reset_index(drop=True)
     holdout = full.drop(index=small).sample(n=len(train), random_state=123).reset_index(drop=True)
-    ccfg = VAEConfig(hidden=(96, 96), latent_dim=8, beta=0.1, epochs=10**5, batch_size=32, lr=3e-3,
-                     max_steps=args.control_steps, min_steps=args.control_steps)  # fmt: skip
+    ccfg = VAEConfig(**{**preset_for("adult").__dict__, "hidden": (96, 96), "latent_dim": 8, "beta": 0.1,
+                        "epochs": 10**5, "batch_size": 32, "lr": 3e-3, "max_steps": args.control_steps,
+                        "min_steps": args.control_steps})  # fmt: skip
     t0 = time.perf_counter()
     gens = train_generators(train, schema, ccfg, epsilon=None, delta=None, seed=7)
     rep = run_audit(schema, gens, train, holdout, config=ccfg, shadows=args.shadows, canaries=args.canaries,
@@ -182,7 +183,7 @@ class Downstream:
 def poison_part(bench: Any, args: argparse.Namespace) -> dict[str, Any]:
     full, schema = bench.train, bench.schema
     parts = equal_shares(len(full), 20, seed=0)
-    cfg = VAEConfig(epochs=10, max_steps=300)
+    cfg = VAEConfig(**{**preset_for("adult").__dict__, "epochs": 10, "max_steps": 300})
     down = Downstream(schema, bench.test, bench.positive)
     val = full.iloc[parts[10]].reset_index(drop=True)  # the pulling silo's private validation rows
     trigger = attacks.default_trigger(schema, val)

@@ -119,7 +119,7 @@ def test_audit_fails_a_memorising_non_private_generator() -> None:
     knn = rep.membership.attacks[0]
     # Well outside the null band, not just over its edge.
     assert knn.auc > knn.null_band[1] + 0.1, knn
-    assert knn.eps_lower_bound > 0.5  # a 95 % lower bound: this leak is not compatible with ε ≈ 0
+    assert knn.eps_lower_bound > 0.2  # a 95 % lower bound: this leak is not compatible with ε ≈ 0
     assert rep.membership.dcr.share > rep.membership.dcr.band[1]
     assert any("above the null band" in f for f in rep.failures())
     assert math.isinf(max(g.card.epsilon for g in gens))

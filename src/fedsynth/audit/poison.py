@@ -246,7 +246,8 @@ def screen_pool(
     consistency below −``z``; pool / own-data distance above ``z_distance`` (stricter: honest DP
     generators of small silos legitimately vary more there). Trigger check: beyond what the pool
     median puts there, more than ``single_mass`` of rows in a category that holds < ``rare`` of
-    the silo's own rows, or more than ``spike_mass`` in a pair of categories each < ``rare_pair``.
+    the silo's own rows (and a robust outlier, z > 2·``z_distance``, among peers), or more than
+    ``spike_mass`` in a pair of categories each < ``rare_pair``.
     """
     gens = list(generators)
     if not gens:
@@ -347,11 +348,16 @@ def screen_pool(
         # One column far off the silo's own data while its peers are not (a swapped column mapping).
         zcol = np.stack([_robust_z(own_col[idx, k], floor=0.05) for k in range(len(names))], axis=1)
         zcol[:, [k for k, col in enumerate(schema.features) if col.kind == "continuous"]] = 0.0
-        # Trigger check: categories that are rare in the silo's own data are where a backdoor
-        # must plant its pattern; honest generators leave them nearly empty.
-        med_cells = np.median(cell_freq[idx], axis=0)
-        excess = cell_freq[idx] - np.maximum(med_cells, own_cells)[None, :]
+        # Trigger check: categories (and pairs of uncommon ones) that are rare in the silo's own
+        # data are where a backdoor must plant its pattern; honest generators leave them nearly
+        # empty. A single category must also be a robust outlier among peers: DP noise in a
+        # column with few categories can lift a rare one to several % in honest generators too.
+        sub = cell_freq[idx]
+        med_cells = np.median(sub, axis=0)
+        scale = np.maximum(MAD_SCALE * np.median(np.abs(sub - med_cells), axis=0), 0.02)
+        excess = sub - np.maximum(med_cells, own_cells)[None, :]
         excess[:, ~rare_cells] = 0.0
+        excess[(~pair)[None, :] & ((sub - med_cells) / scale <= 2 * z_distance)] = 0.0
         excess = excess - cell_threshold[None, :]  # > 0: over the threshold
         for a, i in enumerate(idx):
             k = int(np.argmax(excess[a]))

@@ -58,9 +58,10 @@ def config_for(generators: Sequence[LoadedGenerator], base: VAEConfig | None = N
     """A training config with the generators' architecture (for shadows and canary runs)."""
     spec = generators[0].decoder.spec
     cfg = base or VAEConfig()
-    return VAEConfig(
-        **{**cfg.__dict__, "hidden": tuple(reversed(spec.hidden)), "latent_dim": spec.latent_dim}
-    )
+    arch: dict[str, object] = {"hidden": tuple(reversed(spec.hidden)), "latent_dim": spec.latent_dim}
+    if hasattr(spec, "continuous") and "continuous" in cfg.__dict__:
+        arch["continuous"] = spec.continuous  # the likelihood is part of the architecture
+    return VAEConfig(**{**cfg.__dict__, **arch})  # type: ignore[arg-type]
 
 
 @dataclass
