@@ -54,8 +54,12 @@ def _quiet() -> None:
     for name in ("flwr", "opacus", "fedsynth.generators.sgde"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import torch
+    from threadpoolctl import threadpool_limits
 
-    torch.set_num_threads(int(os.environ.get("FEDSYNTH_THREADS", "1")))
+    # One thread each for torch and BLAS: many small fits, where threads only add contention.
+    threads = int(os.environ.get("FEDSYNTH_THREADS", "1"))
+    torch.set_num_threads(threads)
+    threadpool_limits(threads)
 
 
 def _progress() -> Progress:

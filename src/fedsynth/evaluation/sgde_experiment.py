@@ -37,12 +37,12 @@ from fedsynth.data.datasets import BenchmarkData
 from fedsynth.data.encoders import TableEncoder, encode_target
 from fedsynth.data.partition import dirichlet_label_skew, equal_shares, parse_split
 from fedsynth.evaluation.classifiers import (
-    choose_C,
+    cv_fit,
     fit_logreg,
     fit_proba,
     log_odds_features,
     predict,
-    stacking_mode,
+    stacking_choice,
 )
 from fedsynth.evaluation.exchange import in_process_exchange
 from fedsynth.evaluation.metrics import METRICS, mean_sd, score
@@ -87,9 +87,12 @@ def _cv_scores(
     extra: pd.DataFrame | None = None,
     extra_cols: tuple[str, ...] = (),
     only_extra: bool = False,
+    *,
+    C: float,
 ) -> dict[str, float]:
     """k-fold CV on the local table; ``extra`` rows (synthetic) are added to every training fold,
-    ``extra_cols`` are additional numeric feature columns of ``local`` (stacking)."""
+    ``extra_cols`` are additional numeric feature columns of ``local`` (stacking). ``C`` is the
+    penalty chosen by 3-fold CV on the whole training pool (:func:`cv_fit`), fixed per fold."""
     s = bench.schema
     y = local[s.target].astype(str).to_numpy()
     _, counts = np.unique(y, return_counts=True)
@@ -97,14 +100,6 @@ def _cv_scores(
     if k < 2:
         return {m: float("nan") for m in METRICS}
     proba = np.zeros((len(local), len(s.classes)))
-    # L2 strength chosen once by inner 3-fold CV on the whole training pool, then fixed per fold
-    C = choose_C(
-        s,
-        local if extra is None else pd.concat([local, extra], ignore_index=True),
-        seed=seed,
-        extra=extra_cols,
-        only_extra=only_extra,
-    )
     for tr, te in StratifiedKFold(k, shuffle=True, random_state=seed).split(local, y):
         train = local.iloc[tr] if extra is None else pd.concat([local.iloc[tr], extra], ignore_index=True)
         proba[te] = fit_proba(
@@ -187,10 +182,9 @@ def run_seed(
         prior = _prior(local, s.classes, s.target)
         synth = pool.sample(cfg.synthetic_rows, seed=seed * 1000 + i)
         # local
-        per["local"]["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed))
-        per["local"]["test_eval"].append(
-            score(y_test, fit_proba(s, local, [test], seed=seed)[0], classes, pos)
-        )
+        loc_model, c_loc, _ = cv_fit(s, local, seed=seed)
+        per["local"]["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, C=c_loc))
+        per["local"]["test_eval"].append(score(y_test, predict(loc_model, s, test), classes, pos))
         # federated
         per["federated"]["local_eval"].append(
             score(y_loc, predict_proba(fed.params, enc.transform(local)), classes, pos)
@@ -206,20 +200,21 @@ def run_seed(
         # the silo's own classifier, which learns from its real rows how far to trust them
         loc_x, test_x = log_odds_features(syn_model, s, local), log_odds_features(syn_model, s, test)
         cols = tuple(c for c in loc_x.columns if c.startswith("__syn"))
-        only = stacking_mode(s, loc_x, cols, seed=seed)
+        stack_model, c_stack, only = stacking_choice(s, loc_x, cols, seed=seed)
         lps = per["local_plus_synthetic"]
         lps["local_eval"].append(
-            _cv_scores(bench, loc_x, cfg.cv_folds, seed, extra_cols=cols, only_extra=only)
+            _cv_scores(bench, loc_x, cfg.cv_folds, seed, extra_cols=cols, only_extra=only, C=c_stack)
         )
-        p_stack = fit_proba(s, loc_x, [test_x], seed=seed, extra=cols, only_extra=only)[0]
+        p_stack = predict(stack_model, s, test_x, extra=cols)
         lps["test_eval"].append(score(y_test, p_stack, classes, pos))
         # local + synthetic rows: augmentation rows drawn with the silo's own class mix, so adding
         # them does not shift the prior the classifier learns
         mix = dict(zip(s.classes, prior, strict=True))
         aug = pool.sample(cfg.synthetic_rows, seed=seed * 1000 + i, class_weights=mix)
         lpr = per["local_plus_synthetic_rows"]
-        lpr["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, extra=aug))
-        p_aug = fit_proba(s, pd.concat([local, aug], ignore_index=True), [test], seed=seed)[0]
+        rows_model, c_rows, _ = cv_fit(s, pd.concat([local, aug], ignore_index=True), seed=seed)
+        lpr["local_eval"].append(_cv_scores(bench, local, cfg.cv_folds, seed, extra=aug, C=c_rows))
+        p_aug = predict(rows_model, s, test)
         lpr["test_eval"].append(score(y_test, p_aug, classes, pos))
         # pooled real
         per["pooled_real"]["local_eval"].append(score(y_loc, pooled_probas[1 + i], classes, pos))
