@@ -198,3 +198,16 @@ def test_decode_round_trip() -> None:
     back = dom.decode(codes)
     assert list(back["y"]) == ["a", "b", "a", "b"]
     assert np.all(np.abs(back["x"].to_numpy() - df["x"].to_numpy()) <= 10 / 8 + 1e-9)
+
+
+def test_client_draws_are_secret_unless_replaying() -> None:
+    """A server knowing the public run seed must not be able to regenerate a client's noise."""
+    from fedsynth.flaim.methods import Context, _client_rng
+
+    ctx = Context({"a": 2}, [("a",)], 1.0, 1e-5, 2, 0.5, seed=3)
+    assert ctx.client_seed is None
+    a, b = (_client_rng(ctx, 1, 0, 5).integers(0, 2**62, 4) for _ in range(2))
+    assert not np.array_equal(a, b)
+    replay = Context({"a": 2}, [("a",)], 1.0, 1e-5, 2, 0.5, seed=3, client_seed=3)
+    a, b = (_client_rng(replay, 1, 0, 5).integers(0, 2**62, 4) for _ in range(2))
+    assert np.array_equal(a, b)

@@ -25,11 +25,9 @@ and, after the run, to evaluate the synthetic data; clients read only their own 
 
 from __future__ import annotations
 
-import dataclasses
 import io
 import json
 import math
-import os
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -136,6 +134,8 @@ def _method(cfg: Mapping[str, Any], data: FlaimData) -> FederatedMethod:
         alpha=float(cfg.get("alpha", 0.9)),
         max_model_mb=float(cfg.get("max-model-mb", 80.0)),
         seed=seed,
+        # fresh OS entropy per client draw unless a test asks to replay the in-process runner
+        client_seed=None if bool(cfg.get("secret-client-randomness", True)) else seed,
         top=int(cfg.get("top", 1)),
         **_optional(cfg),
     )
@@ -180,11 +180,6 @@ def _client_factory(context: Context, override: Mapping[str, Any] | None = None)
         memory = json.loads(str(rec["memory"])) if rec is not None and "memory" in rec else []
         method.client_memory = {(int(r), int(c)): tuple(q) for r, c, q in memory}
         plan = decode_plan(payload["plan"], payload["_blob"])
-        if bool(cfg.get("secret-client-randomness", True)):
-            # The core seeds a client's draws (local exponential mechanism, Skellam noise share) from
-            # the public run seed, so a server knowing it could regenerate and subtract the shares.
-            # A deployed client uses fresh OS entropy instead; tests turn this off to compare runs.
-            method.ctx = dataclasses.replace(method.ctx, seed=int.from_bytes(os.urandom(7), "little"))
         out = method.client_step(pid, codes, plan)
         mem = [[r, c, list(q)] for (r, c), q in method.client_memory.items() if c == pid]
         context.state.config_records[STATE_KEY] = ConfigRecord({"memory": json.dumps(mem)})

@@ -72,6 +72,10 @@ class Context:
     round_iters: int = 50
     final_iters: int = 1000
     seed: int = 0
+    # Seed for the clients' private draws (local exponential mechanism, Skellam noise shares).
+    # None = fresh OS entropy, as a deployed client must: a server that knew the seed could
+    # regenerate a client's noise share and subtract it. Set it only to reproduce simulations.
+    client_seed: int | None = None
     top: int = 1  # flaim-sa: marginals measured per round (on average)
     select_rounds: int | None = None  # flaim-sa: vote only in rounds 1..S (default S = T)
     global_codes: np.ndarray | None = None  # aug-oracle only (non-private reference)
@@ -79,6 +83,13 @@ class Context:
     @property
     def attrs(self) -> tuple[str, ...]:
         return tuple(self.sizes)
+
+
+def _client_rng(ctx: Context, rnd: int, cid: int, step: int) -> np.random.Generator:
+    """A client's private randomness: OS entropy unless ``ctx.client_seed`` asks for a replay."""
+    if ctx.client_seed is None:
+        return np.random.default_rng()
+    return np.random.default_rng([ctx.client_seed, rnd, cid, step])
 
 
 @dataclass
@@ -324,7 +335,7 @@ class VotingMethod(FederatedMethod):
 
     def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
         sizes, attrs = self.ctx.sizes, self.ctx.attrs
-        rng = np.random.default_rng([self.ctx.seed, plan["round"], cid, _STEP_IDS[plan["step"]]])
+        rng = _client_rng(self.ctx, plan["round"], cid, _STEP_IDS[plan["step"]])
         if plan["step"] == "oneway":
             x = _oneways(codes, sizes, attrs)
             if self.distributed_noise:
@@ -534,7 +545,7 @@ class FlaimSA(VotingMethod):
             return super().client_step(cid, codes, plan)
         if not plan["cliques"]:  # everyone here has answered everything: nothing to send
             return {}
-        rng = np.random.default_rng([self.ctx.seed, plan["round"], cid, 5])
+        rng = _client_rng(self.ctx, plan["round"], cid, 5)
         mine = set(plan["new"][cid])
         blocks = [
             marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)

@@ -209,6 +209,7 @@ def run(
             participation,
             alpha=alpha,
             seed=seed,
+            client_seed=seed,  # one-process simulation: reproducible; deployments leave it None
             top=top,
             select_rounds=select_rounds,
             max_model_mb=max_model_mb,
