@@ -17,55 +17,18 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
+from fedsynth.privacy import zcdp
+from fedsynth.privacy.zcdp import gaussian_rho
+
 
 class BudgetError(ValueError):
     """A privacy parameter is invalid or a spend would exceed the budget."""
 
 
-def cdp_delta(rho: float, eps: float) -> float:
-    """Smallest δ such that ρ-zCDP implies (ε, δ)-DP (optimised over the Rényi order)."""
-    if rho < 0 or eps < 0:
-        raise BudgetError("rho and eps must be >= 0")
-    if rho == 0:
-        return 0.0
-    amin, amax = 1.01, (eps + 1) / (2 * rho) + 2
-    alpha = amin
-    for _ in range(1000):
-        alpha = (amin + amax) / 2
-        derivative = (2 * alpha - 1) * rho - eps + math.log1p(-1.0 / alpha)
-        if derivative < 0:
-            amin = alpha
-        else:
-            amax = alpha
-    delta = math.exp((alpha - 1) * (alpha * rho - eps) + alpha * math.log1p(-1 / alpha)) / (alpha - 1.0)
-    return min(delta, 1.0)
-
-
-def cdp_eps(rho: float, delta: float) -> float:
-    """Smallest ε such that ρ-zCDP implies (ε, δ)-DP."""
-    if rho == 0:
-        return 0.0
-    lo, hi = 0.0, rho + 2 * math.sqrt(rho * math.log(1 / delta))
-    for _ in range(1000):
-        mid = (lo + hi) / 2
-        if cdp_delta(rho, mid) <= delta:
-            hi = mid
-        else:
-            lo = mid
-    return hi
-
-
 def cdp_rho(eps: float, delta: float) -> float:
-    """Largest ρ such that ρ-zCDP implies (ε, δ)-DP."""
+    """Largest ρ such that ρ-zCDP implies (ε, δ)-DP (the conversion lives in privacy/zcdp.py)."""
     check_eps_delta(eps, delta)
-    lo, hi = 0.0, eps + 1
-    for _ in range(1000):
-        rho = (lo + hi) / 2
-        if cdp_delta(rho, eps) <= delta:
-            lo = rho
-        else:
-            hi = rho
-    return lo
+    return zcdp.cdp_rho(eps, delta)
 
 
 def check_eps_delta(eps: float, delta: float) -> None:
@@ -73,10 +36,6 @@ def check_eps_delta(eps: float, delta: float) -> None:
         raise BudgetError(f"epsilon must be a finite number > 0, got {eps}")
     if not (0 < delta < 1):
         raise BudgetError(f"delta must be in (0, 1), got {delta}")
-
-
-def gaussian_rho(sigma: float, sensitivity: float = 1.0) -> float:
-    return sensitivity**2 / (2 * sigma**2)
 
 
 def exponential_rho(eps: float) -> float:
