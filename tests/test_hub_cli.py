@@ -146,6 +146,11 @@ def test_cli_push_pull_through_real_hub(tmp_path: Path) -> None:
             ],
         )
         assert res.exit_code == 2 and "no generators" in res.output and not (tmp_path / "x.csv").exists()
+        # pull-time screening against the silo's own rows: reported, and sampling still works
+        screened = tmp_path / "screened.csv"
+        args = ["pull", "--hub", hub.url, "--token", token, "--rows", "50", "--out", str(screened)]
+        out = _ok(runner.invoke(app, [*args, "--screen-data", str(data)]))
+        assert "pool screen" in out and len(pd.read_csv(screened)) == 50
 
 
 def _free_port() -> int:

@@ -262,8 +262,18 @@ def pull_cmd(
     seed: int = typer.Option(0, "--seed"),
     overwrite: bool = typer.Option(False, "--overwrite"),
     ca_cert: Path | None = typer.Option(None, "--ca-cert"),
+    screen_data: Path | None = typer.Option(
+        None,
+        "--screen-data",
+        help="your own rows (CSV/Parquet, hub schema): screen out poisoned generators before sampling",
+    ),
 ) -> None:
-    """Download and verify the pool's generators, sample a class-balanced synthetic table."""
+    """Download and verify the pool's generators, sample a class-balanced synthetic table.
+
+    With ``--screen-data`` every pulled generator is first checked against the silo's own rows
+    (label consistency, distance to the pool and to the local data; robust median ± MAD rule) and
+    the flagged ones are dropped, with the reasons printed. The rows never leave the machine.
+    """
 
     def go() -> None:
         from fedsynth.exchange.client import HubClient
@@ -288,6 +298,15 @@ def pull_cmd(
                 for e in entries:
                     gens.extend(cli.pull([e]))
                     prog.advance(task)
+            if screen_data is not None:
+                from fedsynth.audit.poison import PoolScreener
+                from fedsynth.data.datasets import load_table
+                from fedsynth.data.schema import validate_frame
+
+                screener = PoolScreener(validate_frame(load_table(screen_data), req.schema), req.schema)
+                gens = screener(gens)
+                assert screener.last is not None
+                out.print(screener.last.table())
             frame = GeneratorPool(req.schema, gens).sample(rows, seed=seed)
             write_atomic(out_path, frame.to_csv(index=False))
         silos = sorted({e.silo for e in entries})
