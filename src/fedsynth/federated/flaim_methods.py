@@ -47,7 +47,7 @@ from fedsynth.federated.secure_rounds import (
 )
 from fedsynth.flaim.methods import Context as MethodContext
 from fedsynth.flaim.methods import FederatedMethod, make_method
-from fedsynth.flaim.runner import FlaimData, load_flaim_data, make_clients
+from fedsynth.flaim.runner import FlaimData, draw_participants, load_flaim_data, make_clients
 from fedsynth.flaim.workload import make_workload
 
 STATE_KEY = "fedsynth.flaim"
@@ -219,18 +219,10 @@ def run_method(
     recv: dict[int, int] = {}
     secagg_rounds = 0
     while True:
-        if hasattr(method, "upcoming_round"):
-            nxt_round = method.upcoming_round(state)
-        else:  # older core
-            nxt_round = state.round + (1 if state.step in ("", "answer", "answers") else 0)
+        nxt_round = method.upcoming_round(state)
         if nxt_round is not None and nxt_round != cur_round:  # Poisson, once per round; at least two
             cur_round = nxt_round
-            participants = [int(k) for k in np.flatnonzero(rng.random(clients) < participation)]
-            while len(participants) < min(2, clients):
-                extra = int(rng.integers(clients))
-                if extra not in participants:
-                    participants.append(extra)
-            participants.sort()
+            participants = draw_participants(rng, clients, participation)
         plan = method.plan(state, participants)
         if plan is None:
             break

@@ -109,6 +109,17 @@ def load_flaim_data(
     return FlaimData(label, dom, train, test)
 
 
+def draw_participants(rng: np.random.Generator, clients: int, participation: float) -> list[int]:
+    """Poisson participation: each client independently with probability p; topped up to two at
+    random, because a secure sum over a single client would reveal its vector."""
+    participants = [int(k) for k in np.flatnonzero(rng.random(clients) < participation)]
+    while len(participants) < min(2, clients):
+        extra = int(rng.integers(clients))
+        if extra not in participants:
+            participants.append(extra)
+    return sorted(participants)
+
+
 def make_clients(data: FlaimData, clients: int, split: str, seed: int) -> list[np.ndarray]:
     n = len(data.train)
     if clients > n:
@@ -225,12 +236,7 @@ def run(
             nxt_round = m.upcoming_round(state)
             if nxt_round is not None and nxt_round != cur_round:  # Poisson participation, once per round
                 cur_round = nxt_round
-                participants = [int(k) for k in np.flatnonzero(rng.random(clients) < participation)]
-                while len(participants) < min(2, clients):
-                    extra = int(rng.integers(clients))
-                    if extra not in participants:
-                        participants.append(extra)
-                participants.sort()
+                participants = draw_participants(rng, clients, participation)
             plan = m.plan(state, participants)
             if plan is None:
                 break
