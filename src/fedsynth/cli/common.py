@@ -13,6 +13,14 @@ from typing import Any
 
 import typer
 from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    SpinnerColumn,
+    TextColumn,
+    TimeElapsedColumn,
+)
 
 console = Console(stderr=True)
 out = Console()
@@ -68,3 +76,16 @@ def warn(msg: str) -> None:
 
 def is_tty() -> bool:
     return sys.stderr.isatty()
+
+
+def progress() -> Progress:
+    """The progress bar every long command shows (on stderr; gone when done)."""
+    return Progress(
+        SpinnerColumn(),
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )

@@ -7,10 +7,9 @@ import os
 from pathlib import Path
 
 import typer
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
 from fedsynth.cli.app import app, hub_app
-from fedsynth.cli.common import console, out, refuse_existing, user_errors, write_atomic
+from fedsynth.cli.common import console, out, progress, refuse_existing, user_errors, write_atomic
 from fedsynth.exchange.server import ADMIN_TOKEN_ENV
 
 HUB_HELP = "Hub base URL, e.g. https://hub.example.org:8765"
@@ -214,14 +213,7 @@ def push_cmd(
                 f"federation {req.federation!r} as silo {cli.silo!r}: training {len(counts)} class "
                 f"generators at ε = {eps:g}, δ = {dl:g} on {len(df)} rows"
             )
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as prog:
+            with progress() as prog:
                 task = prog.add_task("training", total=len(counts))
 
                 def on_class(cls: str, rep: object) -> None:
@@ -286,14 +278,7 @@ def pull_cmd(
             if not entries:
                 raise ValueError("the pool has no generators (after exclusions) to sample from")
             gens = []
-            with Progress(
-                SpinnerColumn(),
-                TextColumn("{task.description}"),
-                BarColumn(),
-                TimeElapsedColumn(),
-                console=console,
-                transient=True,
-            ) as prog:
+            with progress() as prog:
                 task = prog.add_task("pulling generators", total=len(entries))
                 for e in entries:
                     gens.extend(cli.pull([e]))

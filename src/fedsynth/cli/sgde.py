@@ -12,11 +12,19 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from fedsynth.cli.app import app, bench_app, data_app
-from fedsynth.cli.common import console, out, refuse_existing, user_errors, warn, write_atomic, write_json
+from fedsynth.cli.common import (
+    console,
+    out,
+    progress,
+    refuse_existing,
+    user_errors,
+    warn,
+    write_atomic,
+    write_json,
+)
 
 # The paper's Table I (evaluated on local data), for side-by-side printing.
 PAPER_TABLE_I: dict[str, dict[str, dict[str, float]]] = {
@@ -62,17 +70,6 @@ def _quiet() -> None:
     threadpool_limits(threads)
 
 
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    )
-
-
 def _results_table(title: str, agg: dict[str, Any], evaluation: str, paper: dict[str, Any] | None) -> Table:
     t = Table(title=title)
     t.add_column("scenario")
@@ -115,7 +112,7 @@ def _run_sgde(
     _quiet()
     runs = []
     t_all = time.perf_counter()
-    with _progress() as prog:
+    with progress() as prog:
         for k in range(seeds):
             seed = seed0 + k
             bench = load_dataset(dataset, seed=seed)
@@ -317,7 +314,7 @@ def train_generators(
                 "and will ship with the generators (a privacy leak unless they are public knowledge). "
                 "Pass --schema FILE with public bounds, or --dp-schema EPS to estimate them under DP."
             )
-        with _progress() as prog:
+        with progress() as prog:
             task = prog.add_task("training class generators", total=len(schema.classes))
             gs = fit_generator_set(
                 df,
