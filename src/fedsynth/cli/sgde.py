@@ -292,7 +292,7 @@ def train_generators(
 
     _quiet()
     with user_errors():
-        check_epsilon_delta(epsilon, delta if delta is not None else 0.5)
+        check_epsilon_delta(epsilon, delta)
         if out_dir.exists() and any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} exists and is not empty; refusing to overwrite it")
         df = load_table(data)

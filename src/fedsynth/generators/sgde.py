@@ -77,7 +77,7 @@ def fit_generator_set(
     ``strict``, refused with :class:`TooFewRowsError`).
     """
     cfg = config or VAEConfig()
-    check_epsilon_delta(epsilon, delta if delta is not None else 0.5)
+    check_epsilon_delta(epsilon, delta)
     data = validate_frame(df, schema)
     check_training_target(data, schema)
     enc = TableEncoder(schema)

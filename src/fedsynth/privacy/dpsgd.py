@@ -21,10 +21,11 @@ class PrivacyParameterError(ValueError):
     pass
 
 
-def check_epsilon_delta(epsilon: float, delta: float) -> None:
+def check_epsilon_delta(epsilon: float, delta: float | None) -> None:
+    """Validate a privacy target; ``delta=None`` means "chosen later by the δ rule"."""
     if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
         raise PrivacyParameterError(f"epsilon must be a finite number > 0, got {epsilon}")
-    if not (isinstance(delta, int | float) and 0 < delta < 1):
+    if delta is not None and not (isinstance(delta, int | float) and 0 < delta < 1):
         raise PrivacyParameterError(f"delta must be in (0, 1), got {delta}")
 
 
