@@ -229,6 +229,19 @@ class FederatedMethod:
     def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
         raise NotImplementedError
 
+    @staticmethod
+    def _plan_header(state: ServerState, rnd: int, step: str, participants: list[int]) -> dict[str, Any]:
+        """The fields every broadcast carries (round, step, current σ / ε_exp, N̂, m = #participants)."""
+        return {
+            "round": rnd,
+            "step": step,
+            "sigma": state.sigma,
+            "eps": state.eps,
+            "total": state.total,
+            "m": len(participants),
+            "arrays": {},
+        }
+
     def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
@@ -279,15 +292,7 @@ class VotingMethod(FederatedMethod):
         if nxt is None:
             return None
         r, step = nxt
-        plan: dict[str, Any] = {
-            "round": r,
-            "step": step,
-            "sigma": state.sigma,
-            "eps": state.eps,
-            "total": state.total,
-            "m": len(participants),
-            "arrays": {},
-        }
+        plan = self._plan_header(state, r, step, participants)
         if step == "vote":
             feas = self._feasible(state)
             if self.augment == "private":
@@ -507,15 +512,7 @@ class FlaimSA(VotingMethod):
         r, step = nxt
         if r != state.round:
             state.extra["voted_in_round"] = False
-        plan: dict[str, Any] = {
-            "round": r,
-            "step": step,
-            "sigma": state.sigma,
-            "eps": state.eps,
-            "total": state.total,
-            "m": len(participants),
-            "arrays": {},
-        }
+        plan = self._plan_header(state, r, step, participants)
         if step == "vote":
             measured = state.extra["order"]
             feas = [q for q in self._feasible(state) if not any(set(q) <= set(m) for m in measured)]
@@ -616,14 +613,8 @@ class DistAIM(FederatedMethod):
             return None
         contributed = state.extra.setdefault("contributed", set())
         return {
-            "round": state.round + 1,
-            "step": "answers",
-            "m": len(participants),
-            "arrays": {},
+            **self._plan_header(state, state.round + 1, "answers", participants),
             "new": [k for k in participants if k not in contributed],
-            "sigma": state.sigma,
-            "eps": state.eps,
-            "total": state.total,
         }
 
     def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
