@@ -234,6 +234,8 @@ def test_demo_small_federation(tmp_path: Path):
     sc = res["scenarios"]
     assert set(sc) >= {"local", "federated", "synthetic", "local_plus_synthetic", "pooled_real"}
     for name in ("local", "federated", "synthetic", "pooled_real"):
-        auc = sc[name]["test_eval"]["auc"]["mean"]
+        assert isinstance(sc[name]["local_eval"]["accuracy"], float)  # the JSON layout
+        assert set(res["scenarios_sd"][name]["test_eval"]) == {"accuracy", "f1", "auc"}
+        auc = sc[name]["test_eval"]["auc"]
         assert 60 < auc <= 100, (name, auc)  # computed, and better than chance on breast cancer
     assert "privacy:" in flat(r) and "max ε spent" in flat(r)

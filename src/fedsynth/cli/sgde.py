@@ -70,18 +70,18 @@ def _quiet() -> None:
     threadpool_limits(threads)
 
 
-def _results_table(title: str, agg: dict[str, Any], evaluation: str, paper: dict[str, Any] | None) -> Table:
+def _results_table(title: str, res: dict[str, Any], evaluation: str, paper: dict[str, Any] | None) -> Table:
     t = Table(title=title)
     t.add_column("scenario")
     for m in ("accuracy", "f1", "auc"):
         t.add_column(m.upper() if m == "auc" else m.capitalize(), justify="right")
     if paper:
         t.add_column("paper (Acc / F1 / AUC)", justify="right", style="dim")
-    for sc, v in agg.items():
+    for sc, v in res["scenarios"].items():
         row = [sc.replace("_", " ")]
         for m in ("accuracy", "f1", "auc"):
-            d = v[evaluation][m]
-            row.append(f"{d['mean']:.2f}" + (f" ± {d['sd']:.2f}" if d.get("sd") else ""))
+            sd = res["scenarios_sd"][sc][evaluation][m]
+            row.append(f"{v[evaluation][m]:.2f}" + (f" ± {sd:.2f}" if res["seeds"] > 1 else ""))
         if paper:
             p = paper.get(sc)
             row.append(
@@ -137,7 +137,7 @@ def _run_sgde(
                 runs.append(_run_via_hub(bench, cfg, seed, cb))
             else:
                 runs.append(run_seed(bench, cfg, seed, progress=cb))
-    agg = aggregate(runs)
+    agg, agg_sd = aggregate(runs)
     return {
         "dataset": dataset,
         "silos": silos,
@@ -147,6 +147,7 @@ def _run_sgde(
         "seeds": seeds,
         "synthetic_rows": rows,
         "scenarios": agg,
+        "scenarios_sd": agg_sd,
         "per_seed": runs,
         "timing": {
             "total_s": time.perf_counter() - t_all,
@@ -188,9 +189,7 @@ def _print_result(res: dict[str, Any]) -> None:
         ("local_eval", "evaluated on local data (Table I)"),
         ("test_eval", "evaluated on the test split (Table III)"),
     ):
-        out.print(
-            _results_table(f"{res['dataset']} — {res['silos']} silos, {name}", res["scenarios"], ev, paper)
-        )
+        out.print(_results_table(f"{res['dataset']} — {res['silos']} silos, {name}", res, ev, paper))
     comm = res["per_seed"][0].get("communication")
     if comm:
         out.print(

@@ -238,9 +238,13 @@ def run_seed(
     }
 
 
-def aggregate(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Mean ± sd over seeds in the JSON layout of ``fedsynth bench sgde``."""
-    out: dict[str, Any] = {}
+def aggregate(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and sd over seeds, each as {scenario: {local_eval|test_eval: {metric: percent}}}:
+    the ``scenarios`` and ``scenarios_sd`` entries of ``fedsynth bench sgde --json``."""
+    means: dict[str, Any] = {}
+    sds: dict[str, Any] = {}
     for sc in SCENARIOS:
-        out[sc] = {e: mean_sd([r["scenarios"][sc][e] for r in runs]) for e in EVALS}
-    return out
+        stats = {e: mean_sd([r["scenarios"][sc][e] for r in runs]) for e in EVALS}
+        means[sc] = {e: {m: v["mean"] for m, v in st.items()} for e, st in stats.items()}
+        sds[sc] = {e: {m: v["sd"] for m, v in st.items()} for e, st in stats.items()}
+    return means, sds
