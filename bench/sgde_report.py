@@ -9,17 +9,8 @@ import json
 import sys
 
 from fedsynth.cli.sgde import PAPER_TABLE_I
-
-ORDER = (
-    "local",
-    "federated",
-    "synthetic",
-    "synthetic_balanced",
-    "local_plus_synthetic",
-    "local_plus_synthetic_rows",
-    "pooled_real",
-)
-METRICS = ("accuracy", "f1", "auc")
+from fedsynth.evaluation.metrics import METRICS
+from fedsynth.evaluation.sgde_experiment import SCENARIOS as ORDER
 
 
 def cell(mean: float, sd: float) -> str:

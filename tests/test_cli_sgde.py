@@ -25,6 +25,14 @@ def flat(r) -> str:
 FAST = ["--epsilon", "1.0"]
 
 
+def train(data: Path, out: Path, *extra: str, schema: Path | None = None):  # type: ignore[no-untyped-def]
+    """Invoke ``fedsynth train-generators`` on ``data`` (target ``label``); ``extra`` defaults to FAST."""
+    args = ["train-generators", "--data", str(data), "--target", "label", "--out", str(out)]
+    if schema is not None:
+        args += ["--schema", str(schema)]
+    return runner.invoke(app, [*args, *(extra or FAST)])
+
+
 @pytest.fixture
 def data_csv(tmp_path: Path) -> Path:
     p = tmp_path / "silo.csv"
@@ -42,21 +50,7 @@ def schema_json(tmp_path: Path, toy_schema) -> Path:
 @pytest.fixture
 def gens(tmp_path: Path, data_csv: Path, schema_json: Path) -> Path:
     out = tmp_path / "gens"
-    r = runner.invoke(
-        app,
-        [
-            "train-generators",
-            "--data",
-            str(data_csv),
-            "--target",
-            "label",
-            "--schema",
-            str(schema_json),
-            "--out",
-            str(out),
-            *FAST,
-        ],
-    )
+    r = train(data_csv, out, schema=schema_json)
     assert r.exit_code == 0, r.output
     return out
 
@@ -79,39 +73,13 @@ def test_train_and_sample(gens: Path, tmp_path: Path):
 
 
 def test_inferred_schema_warns(data_csv: Path, tmp_path: Path):
-    r = runner.invoke(
-        app,
-        [
-            "train-generators",
-            "--data",
-            str(data_csv),
-            "--target",
-            "label",
-            "--out",
-            str(tmp_path / "g"),
-            *FAST,
-        ],
-    )
+    r = train(data_csv, tmp_path / "g")
     assert r.exit_code == 0, r.output
     assert "INFERRED FROM THE PRIVATE DATA" in flat(r)
 
 
 def test_dp_schema_option(data_csv: Path, tmp_path: Path):
-    r = runner.invoke(
-        app,
-        [
-            "train-generators",
-            "--data",
-            str(data_csv),
-            "--target",
-            "label",
-            "--out",
-            str(tmp_path / "g"),
-            "--dp-schema",
-            "0.5",
-            *FAST,
-        ],
-    )
+    r = train(data_csv, tmp_path / "g", "--dp-schema", "0.5", *FAST)
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert m["schema"]["source"] == "dp" and m["schema"]["dp_epsilon"] == 0.5
@@ -139,21 +107,7 @@ def test_bad_input(tmp_path: Path, schema_json: Path, mutate, args, message):
     p = tmp_path / "bad.csv"
     mutate(make_toy(200, seed=2)).to_csv(p, index=False)
     out = tmp_path / "g"
-    r = runner.invoke(
-        app,
-        [
-            "train-generators",
-            "--data",
-            str(p),
-            "--target",
-            "label",
-            "--schema",
-            str(schema_json),
-            "--out",
-            str(out),
-            *(args or FAST),
-        ],
-    )
+    r = train(p, out, *args, schema=schema_json)
     assert r.exit_code != 0
     assert message in flat(r)
     assert not out.exists()  # nothing half-written
@@ -163,21 +117,7 @@ def test_existing_output_untouched(tmp_path: Path, data_csv: Path, schema_json: 
     out = tmp_path / "g"
     out.mkdir()
     (out / "precious.txt").write_text("keep")
-    r = runner.invoke(
-        app,
-        [
-            "train-generators",
-            "--data",
-            str(data_csv),
-            "--target",
-            "label",
-            "--schema",
-            str(schema_json),
-            "--out",
-            str(out),
-            *FAST,
-        ],
-    )
+    r = train(data_csv, out, schema=schema_json)
     assert r.exit_code != 0 and "not empty" in flat(r)
     assert [p.name for p in out.iterdir()] == ["precious.txt"]
 
@@ -203,9 +143,7 @@ def test_corrupted_and_pickled_generators_refused(gens: Path, tmp_path: Path):
 
 def test_schema_mismatch_between_sets(gens: Path, tmp_path: Path, data_csv: Path):
     other = tmp_path / "other"
-    r = runner.invoke(
-        app, ["train-generators", "--data", str(data_csv), "--target", "label", "--out", str(other), *FAST]
-    )
+    r = train(data_csv, other)
     assert r.exit_code == 0
     r = runner.invoke(
         app,
