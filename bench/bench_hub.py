@@ -109,8 +109,10 @@ def pull_load(
     ~70 requests/s here). Every downloaded file is then checked against its SHA-256."""
     if not shutil.which("curl"):
         raise RuntimeError("the pull benchmark needs curl (>= 7.66 for --parallel)")
-    out_dir = tmp / f"pulls-{concurrency}"
-    out_dir.mkdir()
+    # pulled files go to RAM (/dev/shm) when there is one: the clients' disk writes would
+    # otherwise compete with the hub for the same two cores
+    shm = Path("/dev/shm")
+    out_dir = Path(tempfile.mkdtemp(prefix=f"pulls-{concurrency}-", dir=shm if shm.is_dir() else tmp))
     cfg = tmp / f"curl-{concurrency}.cfg"
     want = {}
     blocks = []
@@ -159,6 +161,7 @@ def pull_load(
         for i, h in want.items()
         if not (out_dir / str(i)).exists() or hashlib.sha256((out_dir / str(i)).read_bytes()).hexdigest() != h
     )
+    shutil.rmtree(out_dir, ignore_errors=True)
     return {
         "pulls": n,
         "concurrency": concurrency,

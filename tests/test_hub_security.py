@@ -227,3 +227,93 @@ def test_rate_limit_429(tmp_path: Path) -> None:
         assert httpx.get(f"{hub.url}/v1/federations", headers=other).status_code == 401
         time.sleep(1.1)  # tokens refill
         assert httpx.get(f"{hub.url}/v1/federations", headers=adm._headers).status_code == 200
+
+
+def test_pull_fast_lane_answers_like_the_route_and_keeps_its_rules(env: dict) -> None:
+    """Once the caches are warm, pulls are answered by ``PullFastLane``: same bytes, headers,
+    audit events and refusals as the FastAPI route that answered the cold request."""
+    hub, adm, s, spec = env["hub"], env["admin"], env["schema"], env["spec"]
+    for name in ("lane", "lane-other"):
+        adm.create_federation(name, s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+    alice, eve = adm.add_silo("lane", "alice"), adm.add_silo("lane-other", "eve")
+    HubClient(hub.url, alice).push(make_set(s, spec, seed=7))
+    g = HubClient(hub.url, alice).list_pool()[0]
+
+    def get(path: str, token: str | None, scheme: str = "Bearer") -> httpx.Response:
+        headers = {"Authorization": f"{scheme} {token}"} if token is not None else {}
+        return httpx.get(f"{hub.url}/v1/federations/{path}", headers=headers)
+
+    keep = ("content-type", "content-length", "x-content-sha256", "x-content-type-options", "cache-control")
+    for which, digest in (("weights", g.weights_sha256), ("card", g.card_sha256)):
+        cold, warm = (get(f"lane/generators/{g.id}/{which}", alice) for _ in range(2))
+        assert cold.status_code == warm.status_code == 200
+        assert cold.content == warm.content and sha256_bytes(warm.content) == digest
+        assert {k: cold.headers[k] for k in keep} == {k: warm.headers[k] for k in keep}
+        assert warm.headers["x-content-sha256"] == digest
+    assert get(f"lane/generators/{g.id}/weights", hub.admin_token).status_code == 200  # admin may read
+
+    # the same refusals with warm caches (eve's token is known to the hub once she has used it)
+    assert HubClient(hub.url, eve).list_pool() == []
+    url = f"lane/generators/{g.id}/weights"
+    assert get(url, eve).status_code == 403  # a token of another federation
+    assert get(f"lane-other/generators/{g.id}/weights", eve).status_code == 404  # not in eve's pool
+    assert get(url, "not-a-token").status_code == 401
+    assert get(url, None).status_code == 401
+    assert get(url, alice, scheme="Basic").status_code == 401
+    assert get(f"lane/generators/{2**31}/weights", alice).status_code == 422
+
+    pulls = [e for e in adm.audit("lane") if e["action"] == "pull" and e["outcome"] == "ok"]
+    assert sum(e["silo"] == "alice" for e in pulls) == 2 and sum(e["silo"] == "(admin)" for e in pulls) == 1
+    assert all(e["sha256"] == g.weights_sha256 for e in pulls)
+    refused = [e for e in adm.audit("lane-other") if e["outcome"] == "refused" and e["silo"] == "eve"]
+    assert refused, "a refused fast-lane candidate must still reach the route and be audited"
+
+
+def test_pull_fast_lane_passes_everything_else_through() -> None:
+    import asyncio
+
+    from fedsynth.exchange.limits import PullFastLane
+
+    class G:
+        weights_sha256, card_sha256 = "w" * 64, "c" * 64
+
+    served: list[tuple] = []
+    inner: list[str] = []
+
+    def serve(fed: str, gid: int, which: str, token: str) -> tuple[G, bytes] | None:
+        served.append((fed, gid, which, token))
+        return (G(), b"BODY") if token == "good" else None
+
+    async def app(scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        inner.append(scope["path"])
+
+    lane = PullFastLane(app, serve=serve, media_types={"weights": "application/octet-stream", "card": "x/y"})
+
+    def call(path: str, token: str | None = "good", method: str = "GET", qs: bytes = b"") -> list[dict]:
+        sent: list[dict] = []
+        headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+        scope = {"type": "http", "method": method, "path": path, "query_string": qs, "headers": headers}
+
+        async def send(m: dict) -> None:
+            sent.append(m)
+
+        asyncio.run(lane(scope, None, send))  # type: ignore[arg-type]
+        return sent
+
+    out = call("/v1/federations/f/generators/3/weights")
+    assert out[0]["status"] == 200 and out[1]["body"] == b"BODY" and not inner
+    assert dict(out[0]["headers"])[b"x-content-sha256"] == b"w" * 64
+    assert dict(call("/v1/federations/f/generators/3/card")[0]["headers"])[b"content-type"] == b"x/y"
+    assert served[0] == ("f", 3, "weights", "good")
+    n = len(served)
+    for path, kw in [
+        ("/v1/federations/f/generators/3/weights", {"token": "bad"}),  # serve() says no
+        ("/v1/federations/f/generators/3/weights", {"token": None}),
+        ("/v1/federations/f/generators/3/weights", {"method": "DELETE"}),
+        ("/v1/federations/f/generators/3/weights", {"qs": b"x=1"}),
+        ("/v1/federations/f/generators/0/weights", {}),
+        ("/v1/federations/f/generators/3/other", {}),
+        ("/v1/federations/f/g/generators/3/weights", {}),
+    ]:
+        assert call(path, **kw) == [] and inner[-1] == path
+    assert len(served) == n + 1  # only the bad token reached serve()

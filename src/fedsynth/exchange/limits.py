@@ -1,9 +1,11 @@
-"""ASGI middlewares that act before any endpoint reads the body: size cap (413), rate limit (429)."""
+"""ASGI middlewares around the hub app: size cap (413) and rate limit (429) before any endpoint
+reads the body, security headers, and the pull fast lane."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -170,3 +172,68 @@ class SecurityHeadersMiddleware:
             await send(msg)
 
         await self.app(scope, receive, add_headers)
+
+
+_PULL = re.compile(r"/v1/federations/([^/]+)/generators/([0-9]{1,10})/(weights|card)")
+
+
+class PullFastLane:
+    """Serve ``GET /v1/federations/{fed}/generators/{gid}/{weights|card}`` straight from memory.
+
+    ``serve(fed, gid, which, token)`` returns ``(generator, bytes)`` when every fact the route
+    needs is already cached and the token may read it, else ``None``: then the request goes on
+    to the FastAPI route unchanged, which owns every error and refusal. Sits inside the rate
+    limit and the security headers, so a fast-lane answer is throttled and labelled the same.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        serve: Callable[[str, int, str, str], tuple[Any, bytes] | None],
+        media_types: dict[str, str],
+    ) -> None:
+        self.app = app
+        self.serve = serve
+        self.media = {k: v.encode() for k, v in media_types.items()}
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "GET" and not scope.get("query_string"):
+            m = _PULL.fullmatch(scope["path"])
+            if m is not None:
+                hit = self._hit(scope, m)
+                if hit is not None:
+                    digest, body, which = hit
+                    await send(
+                        {
+                            "type": "http.response.start",
+                            "status": 200,
+                            "headers": [
+                                (b"content-length", str(len(body)).encode()),
+                                (b"content-type", self.media[which]),
+                                (b"x-content-sha256", digest.encode()),
+                            ],
+                        }
+                    )
+                    await send({"type": "http.response.body", "body": body})
+                    return
+        await self.app(scope, receive, send)
+
+    def _hit(self, scope: Scope, m: re.Match[str]) -> tuple[str, bytes, str] | None:
+        gid = int(m.group(2))
+        if not 1 <= gid <= 2**31 - 1:
+            return None
+        token = None
+        for k, v in scope.get("headers", []):
+            if k == b"authorization":
+                scheme, _, tok = v.decode("latin-1").partition(" ")
+                if scheme.lower() == "bearer" and tok.strip():
+                    token = tok.strip()
+                break  # the first Authorization header is the one the route reads
+        if token is None:
+            return None
+        which = m.group(3)
+        hit = self.serve(m.group(1), gid, which, token)
+        if hit is None:
+            return None
+        g, body = hit
+        return (g.weights_sha256 if which == "weights" else g.card_sha256), body, which

@@ -4,9 +4,12 @@
         admin = HubAdmin(hub.url, hub.admin_token)
         ...
 
-The parent binds a free port and passes the listening socket to the child(ren) (``--fd``), so
-there is no port race, and ``processes=2`` gives two hub processes sharing one socket (the kernel
-spreads connections) in front of one database — the scale-out deployment in miniature.
+The parent binds a free port and passes a listening socket to each child (``--fd``), so there is
+no port race. ``processes=2`` gives two hub processes in front of one database — the scale-out
+deployment in miniature. Each process gets its own ``SO_REUSEPORT`` socket on the same port, so the
+kernel hashes new connections evenly over them; with one shared socket both processes wake on a
+burst and whichever accepts first takes nearly all of it (measured: a p99 tail several times the
+median at 200 concurrent pulls).
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ class RunningHub:
     admin_token: str
     db_url: str
     store_dir: str
-    sock: socket.socket
+    socks: list[socket.socket]
     args: list[str]
     env: dict[str, str]
     procs: list[subprocess.Popen] = field(default_factory=list)
@@ -59,8 +62,7 @@ class RunningHub:
 
         migrate(self.db_url)
         env = {**self.env, **(extra_env or {})}
-        n = len(self.procs) or 1
-        self.procs = [_spawn(self.args, env, self.sock, lp) for lp in self.log_paths[:n]]
+        self.procs = [_spawn(self.args, env, s, lp) for s, lp in zip(self.socks, self.log_paths, strict=True)]
         wait_ready(self.url, self.procs)
 
     def logs(self) -> str:
@@ -119,12 +121,8 @@ def run_hub(
     logs = Path(log_dir) if log_dir else store / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     migrate(db_url)  # once, before any server process starts
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    sock.listen(1024)
-    sock.set_inheritable(True)
-    port = sock.getsockname()[1]
+    socks = _listeners(processes)
+    port = socks[0].getsockname()[1]
     env = {**os.environ, ADMIN_TOKEN_ENV: token, **(extra_env or {})}
     args = [
         "--db",
@@ -143,15 +141,38 @@ def run_hub(
         token,
         db_url,
         str(store),
-        sock,
+        socks,
         args,
         env,
         log_paths=[logs / f".hub-{port}-{i}.log" for i in range(processes)],
     )
     try:
-        hub.procs = [_spawn(args, env, sock, lp) for lp in hub.log_paths]
+        hub.procs = [_spawn(args, env, s, lp) for s, lp in zip(socks, hub.log_paths, strict=True)]
         wait_ready(hub.url, hub.procs)
         yield hub
     finally:
         hub.kill(signal.SIGTERM)
-        sock.close()
+        for s in socks:
+            s.close()
+
+
+def _listeners(n: int, backlog: int = 1024) -> list[socket.socket]:
+    """``n`` listening sockets on one free 127.0.0.1 port (``SO_REUSEPORT`` when ``n > 1``)."""
+    socks: list[socket.socket] = []
+    port = 0
+    try:
+        for _ in range(n):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            socks.append(s)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            if n > 1:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+            s.bind(("127.0.0.1", port))
+            port = s.getsockname()[1]
+            s.listen(backlog)
+            s.set_inheritable(True)
+    except OSError:
+        for s in socks:
+            s.close()
+        raise
+    return socks

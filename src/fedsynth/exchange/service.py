@@ -43,7 +43,12 @@ from sqlalchemy.exc import IntegrityError
 
 from fedsynth.exchange import db
 from fedsynth.exchange.dashboard import render_dashboard
-from fedsynth.exchange.limits import BodyLimitMiddleware, RateLimitMiddleware, SecurityHeadersMiddleware
+from fedsynth.exchange.limits import (
+    BodyLimitMiddleware,
+    PullFastLane,
+    RateLimitMiddleware,
+    SecurityHeadersMiddleware,
+)
 from fedsynth.exchange.protocol import (
     PushRefused,
     Requirements,
@@ -56,6 +61,7 @@ from fedsynth.exchange.store import BlobCache, BlobStore
 
 log = logging.getLogger("fedsynth.hub")
 API_VERSION = "v1"
+MEDIA = {"weights": "application/octet-stream", "card": "application/json"}
 CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 #: Test hook (documented in docs/hub.md): seconds to sleep after the artifacts are durably stored
 #: and before the DB commit, to let the crash test SIGKILL the hub inside that window.
@@ -111,6 +117,8 @@ def _clean(text: str | None, n: int) -> str | None:
     (PostgreSQL refuses NUL, and one bad row must not sink a batch)."""
     if text is None:
         return None
+    if text.isprintable():  # the common case, without a per-character loop
+        return text[:n]
     return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[:n])[:n]
 
 
@@ -610,12 +618,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     async def get_card(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
         fid, _req = await amember(fed, c, allow_admin=True)
         g, _, data = await download(fid, gid, "card")
-        return Response(data, media_type="application/json", headers={"X-Content-SHA256": g.card_sha256})
+        return Response(data, media_type=MEDIA["card"], headers={"X-Content-SHA256": g.card_sha256})
 
-    @app.get("/v1/federations/{fed}/generators/{gid}/weights", tags=["silo"])
-    async def get_weights(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
-        fid, _req = await amember(fed, c, allow_admin=True)
-        g, owner, data = await download(fid, gid, "weights")
+    def audit_pull(fed: str, c: Caller, g: db.Generator, owner: str) -> None:
         audit(
             "pull",
             "ok",
@@ -625,9 +630,45 @@ def create_app(settings: HubSettings) -> FastAPI:
             epsilon=g.epsilon,
             detail=f"generator {g.id} of {owner}",
         )
-        return Response(
-            data, media_type="application/octet-stream", headers={"X-Content-SHA256": g.weights_sha256}
-        )
+
+    @app.get("/v1/federations/{fed}/generators/{gid}/weights", tags=["silo"])
+    async def get_weights(fed: str, gid: GenId, c: Annotated[Caller, Depends(caller)]) -> Response:
+        fid, _req = await amember(fed, c, allow_admin=True)
+        g, owner, data = await download(fid, gid, "weights")
+        audit_pull(fed, c, g, owner)
+        return Response(data, media_type=MEDIA["weights"], headers={"X-Content-SHA256": g.weights_sha256})
+
+    def cached_download(fed: str, gid: int, which: str, token: str) -> tuple[db.Generator, bytes] | None:
+        """The pull fast lane: answer from the per-process caches alone, or ``None``.
+
+        Serves only an authorised read whose every fact is already cached (token -> silo,
+        federation, generator row, blob bytes) — exactly what :func:`caller`, :func:`member` and
+        :func:`download` would find; anything else (a miss, a bad or foreign token, an unknown
+        federation or generator) returns ``None`` and goes through the FastAPI route, which owns
+        every error, refusal audit and DB lookup. Skipping FastAPI's routing and dependency
+        solving cuts the app's time per pull from ~160 µs to ~20 µs (docs/hub.md)."""
+        th = hash_token(token)
+        if hmac.compare_digest(th, settings.admin_token_hash):
+            c: Caller | None = Caller("admin")
+        else:
+            with cache_lock:
+                c = token_cache.get(th)
+        if c is None or (c.kind != "admin" and c.federation != fed):
+            return None
+        with cache_lock:
+            f = fed_cache.get(fed)
+            hit = gen_cache.get((f[0], gid)) if f else None
+        if hit is None:
+            return None
+        g, owner = hit
+        data = blobs.get(g.weights_sha256 if which == "weights" else g.card_sha256)
+        if data is None:
+            return None
+        if which == "weights":
+            audit_pull(fed, c, g, owner)
+        return g, data
+
+    app.add_middleware(PullFastLane, serve=cached_download, media_types=MEDIA)
 
     @app.get("/dashboard", response_class=HTMLResponse, tags=["admin"])
     def dashboard(
