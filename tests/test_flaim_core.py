@@ -212,3 +212,57 @@ def test_client_draws_are_secret_unless_replaying() -> None:
     replay = Context({"a": 2}, [("a",)], 1.0, 1e-5, 2, 0.5, seed=3, client_seed=3)
     a, b = (_client_rng(replay, 1, 0, 5).integers(0, 2**62, 4) for _ in range(2))
     assert np.array_equal(a, b)
+
+
+@pytest.mark.parametrize("w1", [0.5, 2.0])
+def test_ours_split_the_measurement_budget_exactly(w1: float) -> None:
+    """flaim-sa: d one-ways at w₁·r and the selected marginals at r use exactly αρ (Skellam bound);
+    flaim-ta: each marginal's ρ_q is its preview (β) plus its single final release (1 − β)."""
+    from fedsynth.flaim.measure import skellam_rho
+    from fedsynth.flaim.methods import Context, make_method
+    from fedsynth.flaim.workload import make_workload
+
+    d = _toy()
+    sizes = d.domain.sizes
+    ctx = Context(sizes, make_workload(d.domain.attrs, "all-2way"), 1.0, 1e-5, 4, 0.5, oneway_weight=w1)
+    rho = acc.cdp_rho(1.0, 1e-5)
+    sa = make_method("flaim-sa", ctx).init_state()
+    ru = sa.extra["rho_unit"]
+    assert len(sizes) * ru[1] + 4 * ru[2] == pytest.approx(ctx.alpha * rho)
+    assert ru[1] == pytest.approx(w1 * ru[2])
+    assert skellam_rho(sa.sigma) == pytest.approx(ru[2])
+    assert skellam_rho(sa.extra["sigma1"]) == pytest.approx(ru[1])
+    ta = make_method("flaim-ta", ctx).init_state()
+    for k in (1, 2):
+        s_p, s_f = ta.extra["sig_prev"][k], ta.extra["sig_final"][k]
+        assert 1 / (2 * s_p**2) + 1 / (2 * s_f**2) == pytest.approx(ta.extra["rho_unit"][k])
+        assert 1 / (2 * s_p**2) == pytest.approx(ctx.preview_share * ta.extra["rho_unit"][k])
+    for bad in ({"oneway_weight": 0.0}, {"preview_share": 1.0}, {"vote_on": "all"}):
+        with pytest.raises(ValueError):
+            make_method("flaim-ta", Context(sizes, ctx.workload, 1.0, 1e-5, 4, 0.5, **bad)).init_state()
+
+
+def test_flaim_ta_final_release_is_single_and_the_exact_sums_are_dropped() -> None:
+    from fedsynth.flaim.methods import Context, make_method
+    from fedsynth.flaim.runner import make_clients
+    from fedsynth.flaim.workload import make_workload
+
+    d = _toy()
+    parts = make_clients(d, 4, "iid", 0)
+    ctx = Context(d.domain.sizes, make_workload(d.domain.attrs, "all-2way"), 2.0, 1e-5, 3, 1.0, client_seed=0)
+    m = make_method("flaim-ta", ctx)
+    st = m.init_state()
+    while (plan := m.plan(st, [0, 1, 2, 3])) is not None:
+        vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in range(4)}
+        if plan["step"] == "answer":  # clients send exact counts: the server adds the noise
+            assert all(not (v["answer"] < 0).any() for v in vecs.values() if v)
+        sums = {key: sum(v[key] for v in vecs.values()) for key in {k for v in vecs.values() for k in v}}
+        st = m.server_step(st, plan, sums)
+    exact = dict(st.extra["exact"])
+    assert set(exact) == {(a,) for a in d.domain.attrs} | set(st.selected)
+    for q, E in exact.items():  # every record answered every marginal exactly once (p = 1)
+        assert E.sum() == len(d.train)
+        # previews: one noise draw per round that had new contributors
+        assert st.extra["rounds_acc"][q] == 1
+    m.finish(st)
+    assert st.extra["exact"] == {} and st.budget.used <= st.budget.rho * (1 + 1e-9)

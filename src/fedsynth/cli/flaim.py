@@ -13,7 +13,7 @@ import typer
 from fedsynth.cli.app import bench_app, flaim_app
 from fedsynth.cli.common import console, out, user_errors, write_atomic, write_json
 
-METHOD_HELP = "aim | aim-adaptive | distaim | naive | aug-oracle | aug-private | flaim-sa (ours)"
+METHOD_HELP = "aim | aim-adaptive | distaim | naive | aug-oracle | aug-private | flaim-sa | flaim-ta (ours)"
 
 
 def _load(dataset: str | None, data: Path | None, domain: Path | None, target: str | None, seed: int) -> Any:

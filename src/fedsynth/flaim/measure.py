@@ -16,6 +16,8 @@ cell above 65,535 does not wrap (the FLAIM reference stored answers as uint16).
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 
@@ -48,3 +50,16 @@ def skellam_rho(sigma: float) -> float:
     RDP: ε(α) ≤ α/(2σ²) + min(((2α−1) + 6)/(4σ⁴), 3/(2σ²)) ≤ α·(1/(2σ²) + 7/(4σ⁴)) for α ≥ 1.
     """
     return 1.0 / (2 * sigma**2) + 7.0 / (4 * sigma**4)
+
+
+def skellam_sigma(rho: float) -> float:
+    """The σ whose Skellam bound :func:`skellam_rho` equals ``rho`` (it decreases in σ; bisection)."""
+    if not rho > 0:
+        raise ValueError(f"rho must be > 0, got {rho}")
+    lo, hi = math.sqrt(1 / (2 * rho)), math.sqrt(1 / (2 * rho)) + 10.0  # ρ_sk(lo) > ρ
+    while skellam_rho(hi) > rho:
+        hi *= 2
+    for _ in range(200):
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if skellam_rho(mid) > rho else (lo, mid)
+    return hi

@@ -50,10 +50,10 @@ import numpy as np
 from fedsynth.flaim import model as pgm
 from fedsynth.flaim.accounting import Budget, cdp_rho, check_eps_delta, fixed_t_calibration
 from fedsynth.flaim.aim import CandidateFilter, bias, check_domain_fits, exponential_mechanism
-from fedsynth.flaim.measure import marginal_counts, skellam_rho, skellam_share
+from fedsynth.flaim.measure import marginal_counts, skellam_share, skellam_sigma
 from fedsynth.flaim.workload import Clique, candidate_weights
 
-METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa")
+METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa", "flaim-ta")
 _STEP_IDS = {"oneway": 0, "vote": 1, "answer": 2, "answers": 3}
 
 
@@ -77,7 +77,13 @@ class Context:
     # regenerate a client's noise share and subtract it. Set it only to reproduce simulations.
     client_seed: int | None = None
     top: int = 1  # flaim-sa: marginals measured per round (on average)
-    select_rounds: int | None = None  # flaim-sa: vote only in rounds 1..S (default S = T)
+    select_rounds: int | None = None  # flaim-sa: vote only in rounds 1..S (default S = T/2)
+    # flaim-sa: zCDP of one one-way measurement relative to one selected marginal (few cells, so
+    # a larger σ costs little L1; the budget saved shrinks σ of the marginals that matter)
+    marginals: int | None = None  # flaim-sa: marginals selected in all (default T·top)
+    oneway_weight: float = 2.0
+    preview_share: float = 0.3  # flaim-ta: share of each marginal's ρ for the per-round previews
+    vote_on: str = "workload"  # flaim-sa: candidates for the votes, "workload" cliques or "closure"
     global_codes: np.ndarray | None = None  # aug-oracle only (non-private reference)
 
     @property
@@ -474,15 +480,49 @@ class FlaimSA(VotingMethod):
 
     def init_state(self) -> ServerState:
         rho = cdp_rho(self.ctx.epsilon, self.ctx.delta)
-        n_meas = len(self.ctx.attrs) + self.ctx.rounds * self.ctx.top
-        cal = fixed_t_calibration(rho, self._vote_rounds(), len(self.ctx.attrs), self.ctx.alpha)
-        lo, hi = math.sqrt(n_meas / (2 * self.ctx.alpha * rho)), 1e6  # solve n·ρ_sk(σ) = αρ
-        for _ in range(200):
-            mid = (lo + hi) / 2
-            lo, hi = (mid, hi) if n_meas * skellam_rho(mid) > self.ctx.alpha * rho else (lo, mid)
-        st = ServerState(budget=Budget(rho), sigma=hi, eps=cal.epsilon_select)
-        st.extra.update(acc={}, rounds_acc={}, answered=set(), order=[])
+        w1, d, n_sel = self.ctx.oneway_weight, len(self.ctx.attrs), self._n_select()
+        if not w1 > 0:
+            raise ValueError(f"oneway_weight must be > 0, got {w1}")
+        if self.ctx.vote_on not in ("workload", "closure"):
+            raise ValueError(f"vote_on must be 'workload' or 'closure', got {self.ctx.vote_on!r}")
+        cal = fixed_t_calibration(rho, self._vote_rounds(), d, self.ctx.alpha)
+        # d one-ways at ρ₁ = w₁·r and n_sel marginals at r: d·w₁·r + n_sel·r = αρ
+        r = self.ctx.alpha * rho / (d * w1 + n_sel)
+        st = ServerState(budget=Budget(rho), sigma=skellam_sigma(r), eps=cal.epsilon_select)
+        st.extra.update(acc={}, rounds_acc={}, answered=set(), order=[], sigma1=skellam_sigma(w1 * r))
+        st.extra["rho_unit"] = {1: w1 * r, 2: r}  # zCDP of one one-way / one selected marginal
         return st
+
+    @staticmethod
+    def _rho_of(state: ServerState, q: Clique) -> float:
+        return state.extra["rho_unit"][1 if len(q) == 1 else 2]
+
+    def _client_noise(self, n: int, sigma: float, m: int, rng: np.random.Generator) -> np.ndarray:
+        return skellam_share(n, sigma**2 / m, rng)  # the m shares sum to Sk(σ²)
+
+    def _absorb(self, state: ServerState, q: Clique, block: np.ndarray) -> None:
+        """Add one round's (already noisy) block sum to the running answer A_q."""
+        ex = state.extra
+        ex["acc"][q] = ex["acc"].get(q, 0.0) + block
+        ex["rounds_acc"][q] = ex["rounds_acc"].get(q, 0) + 1
+
+    def _n_select(self) -> int:
+        n = self.ctx.marginals if self.ctx.marginals is not None else self.ctx.rounds * self.ctx.top
+        if n < 1:
+            raise ValueError(f"marginals must be >= 1, got {n}")
+        return n
+
+    @staticmethod
+    def _sigma_of(state: ServerState, q: Clique) -> float:
+        return state.extra["sigma1"] if len(q) == 1 else state.sigma
+
+    def local_sigma(self, plan: dict[str, Any], n_k: int) -> float:
+        """Noise of the marginal's *final* answer in client-k units. A marginal chosen in round t is
+        answered by the clients sampled in the R = T − t + 1 rounds left (≈ (1 − (1−p)^R)·N̂
+        records) and carries R noise draws, so its relative noise is σ√R / ((1 − (1−p)^R)·N̂)."""
+        R = max(self.ctx.rounds - int(plan["round"]) + 1, 1)
+        f = 1.0 - (1.0 - self.ctx.participation) ** R
+        return plan["sigma"] * math.sqrt(R) * n_k / max(f * float(plan["total"]), 1.0)
 
     def _vote_rounds(self) -> int:
         # Default: vote in the first half of the rounds (front-loaded), so that each chosen marginal
@@ -516,6 +556,9 @@ class FlaimSA(VotingMethod):
         if step == "vote":
             measured = state.extra["order"]
             feas = [q for q in self._feasible(state) if not any(set(q) <= set(m) for m in measured)]
+            if self.ctx.vote_on == "workload":  # the public workload's own cliques (see class doc)
+                wl = set(self.ctx.workload)
+                feas = [q for q in feas if q in wl] or feas
             plan["cands"] = feas or self._feasible(state)
             plan["arrays"] = self.broadcast_model(state)
             plan["arrays"]["cands"] = np.array([self.cands.index(q) for q in plan["cands"]], dtype=np.int16)
@@ -524,11 +567,12 @@ class FlaimSA(VotingMethod):
             wanted = [(a,) for a in self.ctx.attrs]
             state.extra["order"] = list(wanted)
             for q in wanted:
-                state.budget.spend(skellam_rho(state.sigma), f"one-way {q[0]} (once per record)")
+                state.budget.spend(self._rho_of(state, q), f"one-way {q[0]} (once per record)")
         wanted = list(state.extra["order"])
         answered = state.extra["answered"]
         blocks = [q for q in wanted if any((k, q) not in answered for k in participants)]
         plan["cliques"] = blocks
+        plan["sigmas"] = [self._sigma_of(state, q) for q in blocks]
         plan["new"] = {k: [q for q in blocks if (k, q) not in answered] for k in participants}
         plan["arrays"] = {
             "cliques": np.array(
@@ -544,14 +588,15 @@ class FlaimSA(VotingMethod):
             return {}
         rng = _client_rng(self.ctx, plan["round"], cid, 5)
         mine = set(plan["new"][cid])
-        blocks = [
-            marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)
-            if q in mine
-            else np.zeros(int(np.prod([self.ctx.sizes[a] for a in q])), dtype=np.int64)
-            for q in plan["cliques"]
-        ]
-        vec = np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)
-        return {"answer": vec + skellam_share(len(vec), plan["sigma"] ** 2 / plan["m"], rng)}
+        blocks = []
+        for q, sig in zip(plan["cliques"], plan["sigmas"], strict=True):
+            x = (
+                marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)
+                if q in mine
+                else np.zeros(int(np.prod([self.ctx.sizes[a] for a in q])), dtype=np.int64)
+            )
+            blocks.append(x + self._client_noise(len(x), sig, plan["m"], rng))
+        return {"answer": np.concatenate(blocks) if blocks else np.zeros(0, dtype=np.int64)}
 
     def server_step(
         self, state: ServerState, plan: dict[str, Any], sums: dict[str, np.ndarray]
@@ -564,22 +609,20 @@ class FlaimSA(VotingMethod):
             votes = sums["vote"]
             order = np.argsort(-votes, kind="stable")
             # The T·top marginals are spread over the S vote rounds (front-loaded when S < T).
-            left = self.ctx.rounds * self.ctx.top - len(state.selected)
+            left = self._n_select() - len(state.selected)
             k = math.ceil(left / max(self._vote_rounds() - plan["round"] + 1, 1))
             chosen = [self.cands[i] for i in order if votes[i] > 0][:k]
             for q in chosen:
-                state.budget.spend(skellam_rho(state.sigma), f"marginal {q} (once per record)")
+                state.budget.spend(self._rho_of(state, q), f"marginal {q} (once per record)")
                 ex["order"].append(q)
                 state.selected.append(q)
             ex["voted_in_round"] = True
             return state
-        for q, b in zip(
-            plan["cliques"],
-            _split(sums.get("answer", np.zeros(0)).astype(float), plan["cliques"], self.ctx.sizes),
-            strict=True,
-        ):
-            ex["acc"][q] = ex["acc"].get(q, 0.0) + b
-            ex["rounds_acc"][q] = ex["rounds_acc"].get(q, 0) + 1
+        if not plan["cliques"]:  # every participant had answered everything already
+            return state
+        blocks = _split(sums["answer"].astype(float), plan["cliques"], self.ctx.sizes)
+        for q, b in zip(plan["cliques"], blocks, strict=True):
+            self._absorb(state, q, b)
         for k, qs in plan["new"].items():
             ex["answered"].update((k, q) for q in qs)
         self._rebuild(state)
@@ -594,13 +637,87 @@ class FlaimSA(VotingMethod):
             n_q = float(A.sum())
             if n_q < 1.0:
                 continue
-            state.measurements.append(
-                pgm.Measurement(q, A / n_q, state.sigma * math.sqrt(ex["rounds_acc"][q]) / n_q)
-            )
+            sig = self._sigma_of(state, q) * math.sqrt(ex["rounds_acc"][q])
+            state.measurements.append(pgm.Measurement(q, A / n_q, sig / n_q))
         self._refit(state)
 
     def n_measurements_extra(self) -> int:
         return len(self.ctx.attrs) + (self.ctx.top - 1) * self.ctx.rounds
+
+
+class FlaimTA(FlaimSA):
+    """Ours, trusted-aggregator variant: as ``flaim-sa``, but the server — trusted with each round's
+    secure-sum totals, as the FLAIM paper's server that adds the noise — keeps the exact running
+    sums E_q and releases each of them with noise *once*.
+
+    Why: in ``flaim-sa`` every round's block sum must be noisy (the server sees it), so A_q after r
+    rounds carries r noise draws (variance r·σ²). Here each record enters E_q once and E_q is
+    released once, so the final answer has a single draw. The per-round model the clients vote on
+    must still be DP, so each marginal's ρ_q is split: a share β (``preview_share``) for noisy
+    per-round *previews* B_t + N(0, σ_p²) that steer selection, 1 − β for the final release
+    E_q + N(0, σ_f²). A record is in one preview and in the final release of each marginal:
+    ρ_q = 1/(2σ_p²) + 1/(2σ_f²), the same ρ_q as ``flaim-sa`` charges, so the budget is unchanged.
+    The final fit uses the inverse-variance combination of the preview sum (variance r·σ_p²)
+    and the final release (σ_f²), both unbiased for E_q. Clients send exact counts through the
+    secure sum (the server learns round totals over ≥ 2 clients, never one client's vector).
+    """
+
+    name = "flaim-ta"
+    distributed_noise = False
+
+    def init_state(self) -> ServerState:
+        st = super().init_state()
+        b = self.ctx.preview_share
+        if not 0 < b < 1:
+            raise ValueError(f"preview_share must be in (0, 1), got {b}")
+        ru = st.extra["rho_unit"]
+        # Gaussian: ρ = 1/(2σ²); previews at β·ρ_q, the final release at (1 − β)·ρ_q
+        st.extra["sig_prev"] = {k: 1 / math.sqrt(2 * b * v) for k, v in ru.items()}
+        st.extra["sig_final"] = {k: 1 / math.sqrt(2 * (1 - b) * v) for k, v in ru.items()}
+        st.sigma, st.extra["sigma1"] = st.extra["sig_prev"][2], st.extra["sig_prev"][1]
+        st.extra["exact"] = {}  # server-private: never broadcast, released once in finish()
+        return st
+
+    def local_sigma(self, plan: dict[str, Any], n_k: int) -> float:
+        """Noise of the final answer in client-k units: one draw of σ_f over (1 − (1−p)^R)·N̂."""
+        R = max(self.ctx.rounds - int(plan["round"]) + 1, 1)
+        f = 1.0 - (1.0 - self.ctx.participation) ** R
+        return plan["sigma_final"] * n_k / max(f * float(plan["total"]), 1.0)
+
+    def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
+        plan = super().plan(state, participants)
+        if plan is not None:
+            plan["sigma_final"] = state.extra["sig_final"][2]
+        return plan
+
+    def _client_noise(self, n: int, sigma: float, m: int, rng: np.random.Generator) -> np.ndarray:
+        return np.zeros(n, dtype=np.int64)  # the server adds the noise
+
+    def _absorb(self, state: ServerState, q: Clique, block: np.ndarray) -> None:
+        ex = state.extra
+        ex["exact"][q] = ex["exact"].get(q, 0.0) + block
+        noisy = block + self.rng.normal(0.0, self._sigma_of(state, q), len(block))
+        super()._absorb(state, q, noisy)
+
+    def finish(self, state: ServerState) -> pgm.PGM:
+        ex = state.extra
+        state.measurements = []
+        n1 = []
+        for q, E in ex["exact"].items():
+            k = 1 if len(q) == 1 else 2
+            s_f = ex["sig_final"][k]
+            final = E + self.rng.normal(0.0, s_f, len(E))  # the single release of E_q
+            v_p, v_f = ex["rounds_acc"][q] * ex["sig_prev"][k] ** 2, s_f**2
+            est = (ex["acc"][q] / v_p + final / v_f) / (1 / v_p + 1 / v_f)
+            sd = math.sqrt(1 / (1 / v_p + 1 / v_f))
+            n_q = float(est.sum())
+            if k == 1:
+                n1.append(n_q)
+            if n_q >= 1.0:
+                state.measurements.append(pgm.Measurement(q, est / n_q, sd / n_q))
+        state.n_hat = [max(float(np.mean(n1)), 1.0)] if n1 else [1.0]
+        ex["exact"] = {}  # nothing exact outlives the run
+        return super().finish(state)
 
 
 class DistAIM(FederatedMethod):
@@ -678,6 +795,7 @@ def make_method(name: str, ctx: Context) -> FederatedMethod:
         "aug-oracle": AugOracle,
         "aug-private": AugPrivate,
         "flaim-sa": FlaimSA,
+        "flaim-ta": FlaimTA,
     }
     if name not in table:
         raise ValueError(f"unknown federated method {name!r}; choose one of {sorted(table)}")

@@ -177,6 +177,10 @@ def run(
     secure_sum: SecureSum | None = None,
     top: int = 1,
     select_rounds: int | None = None,
+    oneway_weight: float = 2.0,
+    marginals: int | None = None,
+    preview_share: float = 0.3,
+    vote_on: str = "workload",
     split_seed: int | None = None,
     max_model_mb: float = 80.0,
     evaluate: bool = True,
@@ -223,6 +227,10 @@ def run(
             client_seed=seed,  # one-process simulation: reproducible; deployments leave it None
             top=top,
             select_rounds=select_rounds,
+            oneway_weight=oneway_weight,
+            marginals=marginals,
+            preview_share=preview_share,
+            vote_on=vote_on,
             max_model_mb=max_model_mb,
             global_codes=data.train if method == "aug-oracle" else None,
         )
