@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -211,6 +212,13 @@ def test_client_draws_are_secret_unless_replaying() -> None:
     assert not np.array_equal(a, b)
     replay = Context({"a": 2}, [("a",)], 1.0, 1e-5, 2, 0.5, seed=3, client_seed=3)
     a, b = (_client_rng(replay, 1, 0, 5).integers(0, 2**62, 4) for _ in range(2))
+    assert np.array_equal(a, b)
+    # the server's noise likewise (flaim-ta, DistAIM, naive add it on the server)
+    from fedsynth.flaim.methods import make_method
+
+    a, b = (make_method("flaim-ta", ctx).rng.integers(0, 2**62, 4) for _ in range(2))
+    assert not np.array_equal(a, b)
+    a, b = (make_method("flaim-ta", replace(ctx, server_seed=3)).rng.integers(0, 2**62, 4) for _ in range(2))
     assert np.array_equal(a, b)
 
 

@@ -17,7 +17,8 @@ Run config (``flwr run --run-config`` or ``run_in_process(..., run_config=...)``
 ``alpha``, ``max-model-mb``, ``split-seed``, ``select-rounds``, ``max-client-rows`` (public bound on
 a client's row count), ``rows``,
 ``evaluate`` (bool), ``out`` (JSON report path), ``secret-client-randomness`` (default true: clients
-draw their mechanism randomness and noise shares from OS entropy, not from the public seed).
+draw their mechanism randomness and noise shares, and the server its noise, from OS entropy, not
+from the public seed).
 
 Note on this one-machine setup: the ServerApp loads the data file only to obtain the public domain
 and, after the run, to evaluate the synthetic data; clients read only their own partition.
@@ -136,6 +137,7 @@ def _method(cfg: Mapping[str, Any], data: FlaimData) -> FederatedMethod:
         seed=seed,
         # fresh OS entropy per client draw unless a test asks to replay the in-process runner
         client_seed=None if bool(cfg.get("secret-client-randomness", True)) else seed,
+        server_seed=None if bool(cfg.get("secret-client-randomness", True)) else seed,
         top=int(cfg.get("top", 1)),
         **_optional(cfg),
     )

@@ -76,6 +76,10 @@ class Context:
     # None = fresh OS entropy, as a deployed client must: a server that knew the seed could
     # regenerate a client's noise share and subtract it. Set it only to reproduce simulations.
     client_seed: int | None = None
+    # The same for the server's mechanism draws (its Gaussian noise, DistAIM's exponential
+    # mechanism): the run seed is public (clients get it in the run config), so a deployed server
+    # draws from OS entropy; simulations set it to replay a run.
+    server_seed: int | None = None
     top: int = 1  # flaim-sa: marginals measured per round (on average)
     select_rounds: int | None = None  # flaim-sa: vote only in rounds 1..S (default S = T/2)
     # flaim-sa: zCDP of one one-way measurement relative to one selected marginal (few cells, so
@@ -134,7 +138,7 @@ class FederatedMethod:
         self.cands = list(self.weights)
         self.wmax = max(self.weights.values())
         self.filter = CandidateFilter(ctx.sizes, self.cands)
-        self.rng = np.random.default_rng(ctx.seed + 1)
+        self.rng = np.random.default_rng(None if ctx.server_seed is None else ctx.server_seed + 1)
         self._client_cache: dict[tuple[int, str], Any] = {}
         self._global: dict[Clique, np.ndarray] = {}
         self.client_memory: dict[tuple[int, int], Clique] = {}  # what each client remembers between steps

@@ -225,6 +225,7 @@ def run(
             alpha=alpha,
             seed=seed,
             client_seed=seed,  # one-process simulation: reproducible; deployments leave it None
+            server_seed=seed,
             top=top,
             select_rounds=select_rounds,
             oneway_weight=oneway_weight,
