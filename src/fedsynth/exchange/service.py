@@ -646,7 +646,7 @@ def create_app(settings: HubSettings) -> FastAPI:
         :func:`download` would find; anything else (a miss, a bad or foreign token, an unknown
         federation or generator) returns ``None`` and goes through the FastAPI route, which owns
         every error, refusal audit and DB lookup. Skipping FastAPI's routing and dependency
-        solving cuts the app's time per pull from ~160 µs to ~20 µs (docs/hub.md)."""
+        solving cuts the app's time per pull from ~175–195 µs to ~20–110 µs (docs/benchmarks.md)."""
         th = hash_token(token)
         if hmac.compare_digest(th, settings.admin_token_hash):
             c: Caller | None = Caller("admin")
