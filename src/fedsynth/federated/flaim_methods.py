@@ -47,7 +47,7 @@ from fedsynth.federated.secure_rounds import (
     settings_from_config,
 )
 from fedsynth.flaim.methods import Context as MethodContext
-from fedsynth.flaim.methods import FederatedMethod, make_method
+from fedsynth.flaim.methods import FederatedMethod, default_alpha, make_method
 from fedsynth.flaim.runner import FlaimData, draw_participants, load_flaim_data, make_clients
 from fedsynth.flaim.workload import make_workload
 
@@ -132,7 +132,7 @@ def _method(cfg: Mapping[str, Any], data: FlaimData) -> FederatedMethod:
         float(cfg.get("delta", 1e-5)),
         int(cfg.get("rounds", 10)),
         float(cfg.get("participation", 0.1)),
-        alpha=float(cfg.get("alpha", 0.9)),
+        alpha=float(cfg["alpha"]) if "alpha" in cfg else default_alpha(name),
         max_model_mb=float(cfg.get("max-model-mb", 80.0)),
         seed=seed,
         # fresh OS entropy per client draw unless a test asks to replay the in-process runner

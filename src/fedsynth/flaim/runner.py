@@ -21,7 +21,7 @@ import numpy as np
 from fedsynth.data import partition
 from fedsynth.flaim import aim
 from fedsynth.flaim.domain import FlaimDomain, discretise, load_prebinned
-from fedsynth.flaim.methods import METHODS, Context, make_method
+from fedsynth.flaim.methods import METHODS, Context, default_alpha, make_method
 from fedsynth.flaim.metrics import gbdt_auc, nll, workload_l1
 from fedsynth.flaim.model import PGM
 from fedsynth.flaim.secure_sum import SecureSum, SumResult, plain_sum
@@ -172,7 +172,7 @@ def run(
     split: str = "cluster",
     seed: int = 0,
     workload: str = "3way-64",
-    alpha: float = 0.9,
+    alpha: float | None = None,
     rows: int | None = None,
     secure_sum: SecureSum | None = None,
     top: int = 1,
@@ -195,6 +195,8 @@ def run(
     if not (epsilon > 0):
         raise ValueError(f"epsilon must be > 0, got {epsilon}")
     t0 = time.perf_counter()
+    if alpha is None:  # AIM's 0.9 unless the method has its own default (flaim-ta)
+        alpha = default_alpha(method)
     sizes = data.domain.sizes
     wl = make_workload(data.domain.attrs, workload, target=data.domain.target, seed=seed)
     sent: dict[int, int] = defaultdict(int)
