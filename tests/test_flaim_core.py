@@ -239,10 +239,10 @@ def test_ours_split_the_measurement_budget_exactly(w1: float) -> None:
     assert len(sizes) * ru[1] + 4 * ru[2] == pytest.approx(ctx.alpha * rho)
     assert ru[1] == pytest.approx(w1 * ru[2])
     assert skellam_rho(sa.sigma) == pytest.approx(ru[2])
-    assert skellam_rho(sa.extra["sigma1"]) == pytest.approx(ru[1])
+    assert skellam_rho(sa.extra["sigmas"][1]) == pytest.approx(ru[1])
     ta = make_method("flaim-ta", ctx).init_state()
     for k in (1, 2):
-        s_p, s_f = ta.extra["sig_prev"][k], ta.extra["sig_final"][k]
+        s_p, s_f = ta.extra["sigmas"][k], ta.extra["sig_final"][k]  # previews, final release
         assert 1 / (2 * s_p**2) + 1 / (2 * s_f**2) == pytest.approx(ta.extra["rho_unit"][k])
         assert 1 / (2 * s_p**2) == pytest.approx(ctx.preview_share * ta.extra["rho_unit"][k])
     for bad in ({"oneway_weight": 0.0}, {"preview_share": 1.0}, {"vote_on": "all"}):

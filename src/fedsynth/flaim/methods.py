@@ -82,9 +82,9 @@ class Context:
     server_seed: int | None = None
     top: int = 1  # flaim-sa: marginals measured per round (on average)
     select_rounds: int | None = None  # flaim-sa: vote only in rounds 1..S (default S = T/2)
-    # flaim-sa: zCDP of one one-way measurement relative to one selected marginal (few cells, so
-    # a larger σ costs little L1; the budget saved shrinks σ of the marginals that matter)
     marginals: int | None = None  # flaim-sa: marginals selected in all (default T·top)
+    # flaim-sa: zCDP of one one-way measurement relative to one selected marginal (docs/flaim.md:
+    # the one-ways anchor every other marginal, so they get more than a selected marginal)
     oneway_weight: float = 2.0
     preview_share: float = 0.3  # flaim-ta: share of each marginal's ρ for the per-round previews
     vote_on: str = "workload"  # flaim-sa: candidates for the votes, "workload" cliques or "closure"
@@ -493,14 +493,15 @@ class FlaimSA(VotingMethod):
         cal = fixed_t_calibration(rho, self._vote_rounds(), d, self.ctx.alpha)
         # d one-ways at ρ₁ = w₁·r and n_sel marginals at r: d·w₁·r + n_sel·r = αρ
         r = self.ctx.alpha * rho / (d * w1 + n_sel)
-        st = ServerState(budget=Budget(rho), sigma=skellam_sigma(r), eps=cal.epsilon_select)
-        st.extra.update(acc={}, rounds_acc={}, answered=set(), order=[], sigma1=skellam_sigma(w1 * r))
-        st.extra["rho_unit"] = {1: w1 * r, 2: r}  # zCDP of one one-way / one selected marginal
+        rho_unit = {1: w1 * r, 2: r}  # zCDP of one one-way (key 1) / one selected marginal (key 2)
+        sigmas = {k: skellam_sigma(v) for k, v in rho_unit.items()}
+        st = ServerState(budget=Budget(rho), sigma=sigmas[2], eps=cal.epsilon_select)
+        st.extra.update(acc={}, rounds_acc={}, answered=set(), order=[], rho_unit=rho_unit, sigmas=sigmas)
         return st
 
     @staticmethod
     def _rho_of(state: ServerState, q: Clique) -> float:
-        return state.extra["rho_unit"][1 if len(q) == 1 else 2]
+        return state.extra["rho_unit"][_unit(q)]
 
     def _client_noise(self, n: int, sigma: float, m: int, rng: np.random.Generator) -> np.ndarray:
         return skellam_share(n, sigma**2 / m, rng)  # the m shares sum to Sk(σ²)
@@ -519,15 +520,19 @@ class FlaimSA(VotingMethod):
 
     @staticmethod
     def _sigma_of(state: ServerState, q: Clique) -> float:
-        return state.extra["sigma1"] if len(q) == 1 else state.sigma
+        """σ of one round's noise on q's block."""
+        return state.extra["sigmas"][_unit(q)]
 
     def local_sigma(self, plan: dict[str, Any], n_k: int) -> float:
         """Noise of the marginal's *final* answer in client-k units. A marginal chosen in round t is
         answered by the clients sampled in the R = T − t + 1 rounds left (≈ (1 − (1−p)^R)·N̂
-        records) and carries R noise draws, so its relative noise is σ√R / ((1 − (1−p)^R)·N̂)."""
+        records), so its relative noise is :meth:`_final_noise` / ((1 − (1−p)^R)·N̂)."""
         R = max(self.ctx.rounds - int(plan["round"]) + 1, 1)
         f = 1.0 - (1.0 - self.ctx.participation) ** R
-        return plan["sigma"] * math.sqrt(R) * n_k / max(f * float(plan["total"]), 1.0)
+        return self._final_noise(plan, R) * n_k / max(f * float(plan["total"]), 1.0)
+
+    def _final_noise(self, plan: dict[str, Any], R: int) -> float:
+        return plan["sigma"] * math.sqrt(R)  # one draw per round collected: σ√R
 
     def _vote_rounds(self) -> int:
         # Default: vote in the first half of the rounds (front-loaded), so that each chosen marginal
@@ -646,8 +651,11 @@ class FlaimSA(VotingMethod):
             state.measurements.append(pgm.Measurement(q, A / n_q, sig / n_q))
         self._refit(state)
 
-    def n_measurements_extra(self) -> int:
-        return len(self.ctx.attrs) + (self.ctx.top - 1) * self.ctx.rounds
+
+
+def _unit(q: Clique) -> int:
+    """Budget class of a measured marginal: 1 = one-way, 2 = selected marginal."""
+    return 1 if len(q) == 1 else 2
 
 
 class FlaimTA(FlaimSA):
@@ -668,7 +676,6 @@ class FlaimTA(FlaimSA):
     """
 
     name = "flaim-ta"
-    distributed_noise = False
     # Measurement share of ρ when the caller does not set one: the local votes are dominated by
     # heterogeneity, so ρ buys more as measurement (Adult, 6 seeds: L1 0.197 at 0.95 vs 0.203 at 0.9)
     default_alpha = 0.95
@@ -680,17 +687,14 @@ class FlaimTA(FlaimSA):
             raise ValueError(f"preview_share must be in (0, 1), got {b}")
         ru = st.extra["rho_unit"]
         # Gaussian: ρ = 1/(2σ²); previews at β·ρ_q, the final release at (1 − β)·ρ_q
-        st.extra["sig_prev"] = {k: 1 / math.sqrt(2 * b * v) for k, v in ru.items()}
+        st.extra["sigmas"] = {k: 1 / math.sqrt(2 * b * v) for k, v in ru.items()}  # previews
         st.extra["sig_final"] = {k: 1 / math.sqrt(2 * (1 - b) * v) for k, v in ru.items()}
-        st.sigma, st.extra["sigma1"] = st.extra["sig_prev"][2], st.extra["sig_prev"][1]
+        st.sigma = st.extra["sigmas"][2]
         st.extra["exact"] = {}  # server-private: never broadcast, released once in finish()
         return st
 
-    def local_sigma(self, plan: dict[str, Any], n_k: int) -> float:
-        """Noise of the final answer in client-k units: one draw of σ_f over (1 − (1−p)^R)·N̂."""
-        R = max(self.ctx.rounds - int(plan["round"]) + 1, 1)
-        f = 1.0 - (1.0 - self.ctx.participation) ** R
-        return plan["sigma_final"] * n_k / max(f * float(plan["total"]), 1.0)
+    def _final_noise(self, plan: dict[str, Any], R: int) -> float:
+        return plan["sigma_final"]  # one draw, however many rounds are collected
 
     def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
         plan = super().plan(state, participants)
@@ -712,10 +716,10 @@ class FlaimTA(FlaimSA):
         state.measurements = []
         n1 = []
         for q, E in ex["exact"].items():
-            k = 1 if len(q) == 1 else 2
+            k = _unit(q)
             s_f = ex["sig_final"][k]
             final = E + self.rng.normal(0.0, s_f, len(E))  # the single release of E_q
-            v_p, v_f = ex["rounds_acc"][q] * ex["sig_prev"][k] ** 2, s_f**2
+            v_p, v_f = ex["rounds_acc"][q] * ex["sigmas"][k] ** 2, s_f**2
             est = (ex["acc"][q] / v_p + final / v_f) / (1 / v_p + 1 / v_f)
             sd = math.sqrt(1 / (1 / v_p + 1 / v_f))
             n_q = float(est.sum())
