@@ -149,6 +149,8 @@ def _optional(cfg: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     if cfg.get("select-rounds"):
         out["select_rounds"] = int(cfg["select-rounds"])
+    if cfg.get("pool-cells"):
+        out["pool_cells"] = int(cfg["pool-cells"])
     return out
 
 
@@ -231,12 +233,15 @@ def run_method(
         meta, blob = encode_plan(plan)
         sigma = float(plan.get("sigma", 0.0))
         bound = int(max_rows + math.ceil(NOISE_TAIL_SIGMAS * sigma) + 1)  # counts + Skellam-share tail
-        sums, res = channel.keyed(SumRequest({"plan": meta}, bound, participants, blob))
-        secagg_rounds += 1
-        for k, b in res.bytes_sent.items():
-            sent[k] = sent.get(k, 0) + b
-        for k, b in res.bytes_received.items():
-            recv[k] = recv.get(k, 0) + b
+        senders = [int(k) for k in plan.get("senders", participants)]  # a plan may narrow the step
+        sums: dict[str, np.ndarray] = {}
+        if senders:
+            sums, res = channel.keyed(SumRequest({"plan": meta}, bound, senders, blob))
+            secagg_rounds += 1
+            for k, b in res.bytes_sent.items():
+                sent[k] = sent.get(k, 0) + b
+            for k, b in res.bytes_received.items():
+                recv[k] = recv.get(k, 0) + b
         state = method.server_step(state, plan, sums)
     model = method.finish(state)
     assert state.budget is not None

@@ -104,17 +104,61 @@ def run_aim(
     max_model_mb: float = 80.0,
     iters: int = 1000,
     round_iters: int = 200,
-    seed: int = 0,
+    seed: int | None = 0,
     engine: str = "numpy",
+    candidates: list[Clique] | None = None,
 ) -> AIMResult:
-    """Central AIM; ``rounds=None`` runs AIM's adaptive schedule."""
+    """Central AIM on the records ``codes``; ``rounds=None`` runs AIM's adaptive schedule."""
+    attrs = tuple(sizes)
+    pool = candidates if candidates is not None else list(candidate_weights(workload, attrs))
+    answers = {q: marginal_counts(codes, sizes, q, attrs) for q in {*pool, *((a,) for a in attrs)}}
+    return aim_on_answers(
+        answers, sizes, workload, epsilon=epsilon, delta=delta, rounds=rounds, alpha=alpha,
+        max_model_mb=max_model_mb, iters=iters, round_iters=round_iters, seed=seed, engine=engine,
+        candidates=candidates,
+    )
+
+
+def aim_on_answers(
+    answers: dict[Clique, np.ndarray],
+    sizes: dict[str, int],
+    workload: list[Clique],
+    *,
+    epsilon: float,
+    delta: float = 1e-5,
+    rounds: int | None = 10,
+    alpha: float = 0.9,
+    max_model_mb: float = 80.0,
+    iters: int = 1000,
+    round_iters: int = 200,
+    seed: int | None = 0,
+    engine: str = "numpy",
+    candidates: list[Clique] | None = None,
+) -> AIMResult:
+    """AIM whose only access to the data is ``answers``: the exact count vector M_q(D) of every
+    one-way and every candidate q (flattened in domain order). ``candidates`` restricts the
+    selection to a subset of the workload's downward closure (weights still come from the whole
+    workload); ``None`` = the whole closure. The privacy guarantee is AIM's, for the dataset D the
+    answers were counted on. ``seed=None`` draws the mechanisms' noise from OS entropy."""
     check_eps_delta(epsilon, delta)
     check_domain_fits(sizes, max_model_mb)
     attrs = tuple(sizes)
     rng = np.random.default_rng(seed)
     rho = cdp_rho(epsilon, delta)
     budget = Budget(rho)
-    weights = candidate_weights(workload, attrs)
+    all_weights = candidate_weights(workload, attrs)
+    if candidates is None:
+        weights = all_weights
+    else:
+        unknown = [q for q in candidates if q not in all_weights]
+        if unknown:
+            raise ValueError(f"candidates {unknown[:3]} are not in the workload's downward closure")
+        weights = {q: all_weights[q] for q in candidates}
+    if not weights:
+        raise ValueError("no candidate marginals to select from")
+    missing = [q for q in [*weights, *((a,) for a in attrs)] if q not in answers]
+    if missing:
+        raise ValueError(f"answers are missing for {missing[:3]}")
     cands = list(weights)
     wmax = max(weights.values())
     d = len(attrs)
@@ -125,11 +169,10 @@ def run_aim(
     else:
         cal = fixed_t_calibration(rho, rounds, d, alpha)
         sigma, eps = cal.sigma, cal.epsilon_select
-    answers = {q: marginal_counts(codes, sizes, q, attrs) for q in cands}
     meas = []
     for a in attrs:
         budget.gaussian(sigma, f"one-way {a}")
-        x = answers[(a,)] if (a,) in answers else marginal_counts(codes, sizes, (a,), attrs)
+        x = answers[(a,)]
         meas.append(pgm.Measurement((a,), x + rng.normal(0, sigma, len(x)), sigma))
     total = estimate_total(meas)
     model = pgm.fit(sizes, meas, total, iters=round_iters, engine=engine)

@@ -49,11 +49,17 @@ import numpy as np
 
 from fedsynth.flaim import model as pgm
 from fedsynth.flaim.accounting import Budget, cdp_rho, check_eps_delta, fixed_t_calibration
-from fedsynth.flaim.aim import CandidateFilter, bias, check_domain_fits, exponential_mechanism
+from fedsynth.flaim.aim import (
+    CandidateFilter,
+    aim_on_answers,
+    bias,
+    check_domain_fits,
+    exponential_mechanism,
+)
 from fedsynth.flaim.measure import marginal_counts, skellam_share, skellam_sigma
-from fedsynth.flaim.workload import Clique, candidate_weights
+from fedsynth.flaim.workload import Clique, candidate_pool, candidate_weights
 
-METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa", "flaim-ta")
+METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa", "flaim-ta", "flaim-da")
 _STEP_IDS = {"oneway": 0, "vote": 1, "answer": 2, "answers": 3}
 
 
@@ -88,6 +94,8 @@ class Context:
     oneway_weight: float = 2.0
     preview_share: float = 0.3  # flaim-ta: share of each marginal's ρ for the per-round previews
     vote_on: str = "workload"  # flaim-sa: candidates for the votes, "workload" cliques or "closure"
+    local_score: str = "joint"  # local vote score: "joint" L1 or "conditional" (see local_scores)
+    pool_cells: int = 6500  # flaim-da: cells of the public candidate pool each client uploads once
     global_codes: np.ndarray | None = None  # aug-oracle only (non-private reference)
 
     @property
@@ -206,7 +214,7 @@ class FederatedMethod:
             self._global[q] = g / max(g.sum(), 1)
         return self._global[q]
 
-    def local_sigma(self, plan: dict[str, Any], n_k: int) -> float:
+    def local_sigma(self, plan: dict[str, Any], n_k: float) -> float:
         """Noise of a measurement in client-k units: it is taken over ≈ p·N̂ records, rescaled."""
         return plan["sigma"] * n_k / max(self.ctx.participation * float(plan["total"]), 1.0)
 
@@ -217,13 +225,29 @@ class FederatedMethod:
         cands: list[Clique],
         tau: dict[Clique, float] | None = None,
     ) -> np.ndarray:
-        """u_k(q) = w_q (‖M_q(D_k) − n_k p̂_q‖₁ − n_k τ_k(q) − √(2/π) σ_k |Ω_q|), σ_k = σ·n_k/(p·N̂)."""
+        """u_k(q) = w_q (e_k(q) − n_k τ_k(q) − √(2/π) σ_k |Ω_q|) with e_k(q) = ‖M_q(D_k) − n_k p̂_q‖₁.
+
+        σ_k is the measurement noise in the units of one *typical* participant, n̄ = p·N̂/m
+        (public), not of this client's n_k: a penalty that grew with n_k would shift the scores of
+        candidates unequally when a record is added (by √(2/π)·σ·|Ω_q|/(f·N̂) — hundreds for a large
+        3-way), far past the sensitivity 2·max w the exponential mechanism is calibrated to.
+        ``ctx.local_score = "conditional"`` uses e_k(q) = mean_{a∈q} ‖M_q(D_k) − M_{q∖a}(D_k) ⊗
+        p̂(a | q∖a)‖₁: the model's conditionals checked on the client's own mix of q∖a, so a client
+        whose covariates are skewed (cluster split) does not vote for marginals the model already
+        has right. Adding a record moves one cell of M_q and one of M_{q∖a}, whose row of p̂(a|·)
+        sums to 1, so each term — and the mean — still moves by at most 2.
+        """
         n_k = len(codes)
-        sig_k = self.local_sigma(plan, n_k)
+        n_ref = self.ctx.participation * float(plan["total"]) / max(int(plan["m"]), 1)
+        sig_k = self.local_sigma(plan, n_ref)
+        cond = self.ctx.local_score == "conditional"
         out = np.empty(len(cands))
         for i, q in enumerate(cands):
             x = marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)
-            err = np.abs(x - n_k * self.model_counts(plan, q)).sum()
+            if cond and len(q) > 1:
+                err = _conditional_error(x, self.model_counts(plan, q), [self.ctx.sizes[a] for a in q])
+            else:
+                err = np.abs(x - n_k * self.model_counts(plan, q)).sum()
             het = n_k * tau[q] if tau is not None else 0.0
             out[i] = self.weights[q] * (err - het - bias(sig_k, len(x)))
         return out
@@ -265,6 +289,17 @@ class FederatedMethod:
         self._refit(state, self.ctx.final_iters)
         assert state.model is not None
         return state.model
+
+
+def _conditional_error(x: np.ndarray, p: np.ndarray, shape: list[int]) -> float:
+    """mean over axes i of ‖X − X.sum(i) · P / P.sum(i)‖₁ (X counts, P model probabilities)."""
+    X, P = x.reshape(shape).astype(float), p.reshape(shape)
+    tot = 0.0
+    for i in range(len(shape)):
+        ps = P.sum(axis=i, keepdims=True)
+        cond = np.divide(P, ps, out=np.full_like(P, 1.0 / shape[i]), where=ps > 0)
+        tot += float(np.abs(X - X.sum(axis=i, keepdims=True) * cond).sum())
+    return tot / len(shape)
 
 
 def _oneways(codes: np.ndarray, sizes: dict[str, int], attrs: tuple[str, ...]) -> np.ndarray:
@@ -523,7 +558,7 @@ class FlaimSA(VotingMethod):
         """σ of one round's noise on q's block."""
         return state.extra["sigmas"][_unit(q)]
 
-    def local_sigma(self, plan: dict[str, Any], n_k: int) -> float:
+    def local_sigma(self, plan: dict[str, Any], n_k: float) -> float:
         """Noise of the marginal's *final* answer in client-k units. A marginal chosen in round t is
         answered by the clients sampled in the R = T − t + 1 rounds left (≈ (1 − (1−p)^R)·N̂
         records), so its relative noise is :meth:`_final_noise` / ((1 − (1−p)^R)·N̂)."""
@@ -800,6 +835,105 @@ class DistAIM(FederatedMethod):
         return state
 
 
+class DeferredAIM(FederatedMethod):
+    """Ours, deferred AIM (``flaim-da``): collect first, then run central AIM once on the aggregate.
+
+    The FLAIM variants above release something every round, and every release before the last sees
+    only the clients sampled so far: DistAIM runs an AIM round on a growing aggregate, the voting
+    methods select on one round's heterogeneous clients. Here the T rounds only *collect*:
+
+    1. the candidate pool P is public — every one-way plus the workload closure's marginals with
+       the highest weight per cell, up to ``pool_cells`` cells (:func:`candidate_pool`), so a
+       client uploads a fixed ≈ 8·``pool_cells`` bytes once, not DistAIM's whole closure;
+    2. in round t every sampled client that has not contributed yet sends M_q(D_k) for all q ∈ P
+       through the secure sum, provided at least two such clients are in the round (a sum over
+       one new client would be that client's vector; a lone newcomer waits for a later round);
+       the server adds the exact sum to A_q (server-private, never broadcast);
+    3. after round T the server runs central AIM (fixed T, α, σ and ε_exp as in
+       :func:`~fedsynth.flaim.aim.run_aim`) with A as its only access to the data, selecting from
+       P, and fits the final model.
+
+    Privacy: which clients contribute depends only on the public Poisson draws and on the public
+    count of newcomers per round, so A = M(D_S) for a data-independent client set S and every
+    record of D_S is counted once. Step 3 is AIM on D_S, which is ρ-zCDP (McKenna et al. 2022);
+    adding or removing a record of D changes D_S by at most that record, so the whole run is
+    ρ-zCDP in D. Trust: as in DistAIM (whose MPC our server stands in for) and ``flaim-ta``, the
+    server sees exact per-round sums over ≥ 2 clients and must add the noise honestly; the secure
+    sum keeps every single client's vector from it. Nothing is released before the end, so there is
+    no per-round model for the clients (they receive only the plan header).
+    """
+
+    name = "flaim-da"
+
+    def __init__(self, ctx: Context):
+        super().__init__(ctx)
+        self.pool = candidate_pool(ctx.sizes, ctx.workload, ctx.pool_cells)
+        self._cells = int(sum(np.prod([ctx.sizes[a] for a in q]) for q in self.pool))
+
+    def init_state(self) -> ServerState:
+        st = ServerState(budget=Budget(cdp_rho(self.ctx.epsilon, self.ctx.delta)))
+        st.extra.update(agg=None, contributed=set(), senders=0)
+        return st
+
+    def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
+        if state.round >= self.ctx.rounds:
+            return None
+        plan = self._plan_header(state, state.round + 1, "answers", participants)
+        new = [k for k in participants if k not in state.extra["contributed"]]
+        plan["senders"] = new if len(new) >= 2 else []  # only these take part in the secure sum
+        return plan
+
+    def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
+        if cid not in plan["senders"]:
+            return {}
+        return {
+            "answers": np.concatenate(
+                [marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs) for q in self.pool]
+            )
+        }
+
+    def server_step(
+        self, state: ServerState, plan: dict[str, Any], sums: dict[str, np.ndarray]
+    ) -> ServerState:
+        state.round, state.step = plan["round"], plan["step"]
+        ex = state.extra
+        if plan["senders"] and "answers" in sums:
+            total = np.asarray(sums["answers"], dtype=np.int64)
+            if total.shape != (self._cells,):
+                raise ValueError(f"expected {self._cells} summed cells, got shape {total.shape}")
+            ex["agg"] = total if ex["agg"] is None else ex["agg"] + total
+            ex["contributed"].update(plan["senders"])
+            ex["senders"] += len(plan["senders"])
+        return state
+
+    def finish(self, state: ServerState) -> pgm.PGM:
+        ex = state.extra
+        if ex["agg"] is None:
+            raise ValueError(
+                "no round had two or more new clients, so nothing was collected; "
+                "raise participation or rounds"
+            )
+        answers = dict(zip(self.pool, _split(ex["agg"], self.pool, self.ctx.sizes), strict=True))
+        res = aim_on_answers(
+            answers,
+            self.ctx.sizes,
+            self.ctx.workload,
+            epsilon=self.ctx.epsilon,
+            delta=self.ctx.delta,
+            rounds=self.ctx.rounds,
+            alpha=self.ctx.alpha,
+            max_model_mb=self.ctx.max_model_mb,
+            iters=self.ctx.final_iters,
+            seed=None if self.ctx.server_seed is None else self.ctx.server_seed + 1,
+            candidates=self.pool,
+        )
+        ex["agg"] = None  # nothing exact outlives the run
+        state.budget, state.selected = res.budget, list(res.selected)
+        state.measurements, state.model = list(res.measurements), res.model
+        state.n_hat = [res.total_estimate]
+        return res.model
+
+
 def default_alpha(name: str) -> float:
     """The measurement share α a method uses when the caller leaves it unset."""
     return METHOD_CLASSES[name].default_alpha if name in METHOD_CLASSES else FederatedMethod.default_alpha
@@ -819,4 +953,5 @@ METHOD_CLASSES: dict[str, type[FederatedMethod]] = {
     "aug-private": AugPrivate,
     "flaim-sa": FlaimSA,
     "flaim-ta": FlaimTA,
+    "flaim-da": DeferredAIM,
 }

@@ -270,8 +270,9 @@ def _fit_numpy(sizes: dict[str, int], measurements: list[Measurement], total: fl
     theta = {c: np.zeros([sizes[a] for a in c]) for c in cliques}
     if warm is not None:  # carry old potentials into the clique that now contains them
         for c, v in warm.potentials.items():
-            h = next(C for C in cliques if set(c) <= set(C))
-            theta[h] = theta[h] + tree.expand(v, c, h)
+            h = next((C for C in cliques if set(c) <= set(C)), None)
+            if h is not None:  # a clique whose measurement was dropped this time starts afresh
+                theta[h] = theta[h] + tree.expand(v, c, h)
     # Lipschitz constant of ∇L in μ (per model clique, Σ 1/σ²) sets the first step, as in mbi.
     lip = max(sum(1 / m.sigma**2 for m in measurements if set(m.clique) <= set(c)) for c in cliques)
     alpha = 1.0 / (lip * total)

@@ -252,7 +252,9 @@ def run(
             if plan is None:
                 break
             bcast = sum(int(a.nbytes) for a in plan["arrays"].values())
-            vectors = {k: m.client_step(k, client_codes[k], plan) for k in participants}
+            # a plan may name the subset of participants that take part in this step ("senders")
+            senders = plan.get("senders", participants)
+            vectors = {k: m.client_step(k, client_codes[k], plan) for k in senders}
             sums: dict[str, np.ndarray] = {}
             for key in sorted({key for v in vectors.values() for key in v}):
                 r: SumResult = ssum({k: v[key] for k, v in vectors.items()})
@@ -261,7 +263,7 @@ def run(
                     sent[k] += b
                 for k, b in r.bytes_received.items():
                     recv[k] += b
-            for k in participants:
+            for k in senders:
                 recv[k] += bcast
             state = m.server_step(state, plan, sums)
         model = m.finish(state)

@@ -66,3 +66,33 @@ def candidate_weights(workload: list[Clique], order: tuple[str, ...]) -> dict[Cl
     """w_q = Σ_{r∈W} |q ∩ r| over the downward closure."""
     ws = [set(r) for r in workload]
     return {q: float(sum(len(set(q) & r) for r in ws)) for q in downward_closure(workload, order)}
+
+
+def candidate_pool(sizes: dict[str, int], workload: list[Clique], cells: int) -> list[Clique]:
+    """A public, data-independent subset of the candidates whose answers fit in ``cells`` cells.
+
+    Every one-way is in (the model needs all of them); the remaining budget is filled greedily with
+    the closure's marginals of two or more attributes in decreasing weight per cell, w_q / |Ω_q|
+    (ties: fewer cells, then closure order), skipping any that no longer fit. The pool depends only
+    on the schema and the workload, so clients and server compute the same one.
+    """
+    attrs = tuple(sizes)
+    weights = candidate_weights(workload, attrs)
+    size = {q: int(np.prod([sizes[a] for a in q], dtype=np.int64)) for q in weights}
+    ones = [(a,) for a in attrs]
+    used = sum(sizes.values())
+    if used > cells:
+        raise ValueError(
+            f"the one-way marginals alone have {used} cells, over the pool budget of {cells}; "
+            "raise the budget (pool_cells) or coarsen the binning"
+        )
+    rest = sorted(
+        (q for q in weights if len(q) > 1),
+        key=lambda q: (-weights[q] / size[q], size[q]),
+    )
+    pool = list(ones)
+    for q in rest:
+        if used + size[q] <= cells:
+            pool.append(q)
+            used += size[q]
+    return pool
