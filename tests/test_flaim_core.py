@@ -141,7 +141,7 @@ def test_every_method_end_to_end(method: str) -> None:
     assert math.isfinite(r.metrics["nll"])
     if method not in ("aim", "aim-adaptive"):
         assert r.client_bytes_sent > 0
-    if method not in ("aim", "aim-adaptive", "distaim"):  # DistAIM clients only upload
+    if method not in ("aim", "aim-adaptive", "distaim", "flaim-da"):  # these clients only upload
         assert r.client_bytes_received > 0
 
 
@@ -274,3 +274,110 @@ def test_flaim_ta_final_release_is_single_and_the_exact_sums_are_dropped() -> No
         assert st.extra["rounds_acc"][q] == 1
     m.finish(st)
     assert st.extra["exact"] == {} and st.budget.used <= st.budget.rho * (1 + 1e-9)
+
+
+# ---------------------------------------------------------------- flaim-da (deferred AIM)
+def test_candidate_pool_is_public_budgeted_and_ordered_by_weight_per_cell() -> None:
+    from fedsynth.flaim.workload import candidate_pool
+
+    sizes = {"a": 10, "b": 10, "c": 3, "d": 2, "e": 4}
+    wl = all_kway(tuple(sizes), 3)
+    w = candidate_weights(wl, tuple(sizes))
+    cells = {q: int(np.prod([sizes[a] for a in q])) for q in w}
+    pool = candidate_pool(sizes, wl, 200)
+    assert pool[:5] == [(a,) for a in sizes]  # every one-way, first
+    assert sum(cells[q] for q in pool) <= 200
+    rest = pool[5:]
+    ratios = [w[q] / cells[q] for q in rest]
+    assert ratios == sorted(ratios, reverse=True) and len(rest) >= 3
+    # nothing left out would still fit
+    used = sum(cells[q] for q in pool)
+    assert all(used + cells[q] > 200 for q in w if q not in pool)
+    assert candidate_pool(sizes, wl, 200) == pool  # deterministic: clients and server agree
+    with pytest.raises(ValueError, match="one-way marginals alone"):
+        candidate_pool(sizes, wl, 20)
+
+
+def test_aim_on_answers_selects_only_from_the_pool() -> None:
+    from fedsynth.flaim.aim import aim_on_answers
+    from fedsynth.flaim.workload import candidate_pool
+
+    d = _toy()
+    sizes, attrs = d.domain.sizes, d.domain.attrs
+    wl = all_kway(attrs, 3)
+    pool = candidate_pool(sizes, wl, sum(sizes.values()) + 30)
+    answers = {q: marginal_counts(d.train, sizes, q, attrs) for q in pool}
+    res = aim_on_answers(answers, sizes, wl, epsilon=2.0, rounds=4, seed=0, candidates=pool)
+    assert set(res.selected) <= set(pool) and res.budget.used <= res.budget.rho * (1 + 1e-9)
+    # the same as run_aim on the records with the same pool and seed
+    ref = run_aim(d.train, sizes, wl, epsilon=2.0, rounds=4, seed=0, candidates=pool)
+    assert res.selected == ref.selected
+    with pytest.raises(ValueError, match="answers are missing"):
+        aim_on_answers({q: v for q, v in answers.items() if len(q) == 1}, sizes, wl, epsilon=1.0,
+                       candidates=pool)  # fmt: skip
+    with pytest.raises(ValueError, match="not in the workload"):
+        aim_on_answers(answers, sizes, [("a", "b")], epsilon=1.0, candidates=pool)
+
+
+def test_flaim_da_counts_every_contributor_once_and_a_lone_newcomer_waits() -> None:
+    from fedsynth.flaim.methods import Context, make_method
+    from fedsynth.flaim.runner import make_clients
+    from fedsynth.flaim.workload import make_workload
+
+    d = _toy()
+    parts = make_clients(d, 5, "iid", 0)
+    ctx = Context(d.domain.sizes, make_workload(d.domain.attrs, "all-2way"), 2.0, 1e-5, 4, 0.5, server_seed=0)
+    m = make_method("flaim-da", ctx)
+    st = m.init_state()
+    rounds = [[0, 1], [1, 2], [2, 3, 4], [0, 4]]  # round 2: only client 2 is new → nobody sends
+    senders = []
+    for who in rounds:
+        plan = m.plan(st, who)
+        assert plan is not None
+        senders.append(plan["senders"])
+        vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in who}
+        assert all(v == {} for k, v in vecs.items() if k not in plan["senders"])
+        sums = {"answers": sum(vecs[k]["answers"] for k in plan["senders"])} if plan["senders"] else {}
+        st = m.server_step(st, plan, sums)
+    assert m.plan(st, [0, 1]) is None
+    assert senders == [[0, 1], [], [2, 3, 4], []]
+    agg = st.extra["agg"]
+    first = m.pool[0]
+    assert agg[: d.domain.sizes[first[0]]].sum() == sum(len(parts[k]) for k in range(5))
+    model = m.finish(st)
+    assert st.extra["agg"] is None  # nothing exact outlives the run
+    assert st.budget.used == pytest.approx(st.budget.rho) and set(st.selected) <= set(m.pool)
+    assert model.synthetic(50, 0).shape == (50, 4)
+    # nobody ever paired up: a clear error instead of a model of nothing
+    m2 = make_method("flaim-da", ctx)
+    st2 = m2.init_state()
+    for _ in range(4):
+        plan = m2.plan(st2, [0])
+        st2 = m2.server_step(st2, plan, {})
+    with pytest.raises(ValueError, match="nothing was collected"):
+        m2.finish(st2)
+
+
+def test_local_vote_scores_move_by_at_most_their_sensitivity() -> None:
+    """The local exponential mechanism is calibrated to Δ = 2·max w: adding one record to a client
+    may move each candidate's score by at most 2·w_q. (A noise penalty scaled by the client's own
+    n_k moved large candidates by √(2/π)·σ·|Ω_q|/(p·N̂) more.)"""
+    from fedsynth.flaim.methods import Context, make_method
+
+    rng = np.random.default_rng(1)
+    sizes = {"a": 12, "b": 12, "c": 10, "y": 2}
+    codes = rng.integers(0, list(sizes.values()), (400, 4))
+    wl = all_kway(tuple(sizes), 3)
+    ctx = Context(sizes, wl, 0.05, 1e-5, 3, 0.2, server_seed=0, client_seed=0)
+    m = make_method("naive", ctx)
+    st = m.init_state()
+    plan = m.plan(st, [0, 1])
+    st = m.server_step(st, plan, {"oneway": m.client_step(0, codes, plan)["oneway"] * 2})
+    plan = m.plan(st, [0, 1])
+    assert plan["step"] == "vote"
+    cands = plan["cands"]
+    base = m.local_scores(codes[:100], plan, cands)
+    w = np.array([m.weights[q] for q in cands])
+    for row in codes[100:160]:
+        moved = m.local_scores(np.vstack([codes[:100], row]), plan, cands) - base
+        assert np.all(np.abs(moved) <= 2 * w + 1e-9)

@@ -35,7 +35,7 @@ def _cfg(method: str, csv: Path, dom: Path, out: Path) -> dict:
             "secret-client-randomness": False}  # fmt: skip
 
 
-@pytest.mark.parametrize("method", ["flaim-sa", "flaim-ta", "naive", "distaim"])
+@pytest.mark.parametrize("method", ["flaim-sa", "flaim-ta", "flaim-da", "naive", "distaim"])
 def test_flower_run_equals_inprocess_runner(method: str, table: tuple[Path, Path], tmp_path: Path) -> None:
     csv, dom = table
     out = tmp_path / "report.json"
