@@ -13,7 +13,10 @@ import typer
 from fedsynth.cli.app import bench_app, flaim_app
 from fedsynth.cli.common import console, out, user_errors, write_atomic, write_json
 
-METHOD_HELP = "aim | aim-adaptive | distaim | naive | aug-oracle | aug-private | flaim-sa | flaim-ta (ours)"
+METHOD_HELP = (
+    "aim | aim-adaptive | distaim | naive | aug-oracle | aug-private | flaim-sa | flaim-ta | flaim-da (ours)"
+)
+POOL_HELP = "flaim-da: cells of the public candidate pool each client uploads once (≈ 8 bytes each)"
 
 
 def _load(dataset: str | None, data: Path | None, domain: Path | None, target: str | None, seed: int) -> Any:
@@ -49,6 +52,7 @@ def run_cmd(
     seed: int = typer.Option(0, "--seed"),
     rows: int | None = typer.Option(None, "--rows", help="synthetic rows (default: training size)"),
     top: int = typer.Option(1, "--top", help="flaim-sa: marginals measured per round"),
+    pool_cells: int = typer.Option(6500, "--pool-cells", help=POOL_HELP),
     out_path: Path = typer.Option(..., "--out", help="synthetic CSV to write"),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
@@ -74,6 +78,7 @@ def run_cmd(
             seed=seed,
             rows=rows,
             top=top,
+            pool_cells=pool_cells,
         )
         df = d.domain.decode(r.synthetic)
         write_atomic(out_path, df.to_csv(index=False))
@@ -125,6 +130,7 @@ def bench_cmd(
     split: str = typer.Option("cluster", "--split"),
     delta: float = typer.Option(1e-5, "--delta"),
     top: int = typer.Option(1, "--top"),
+    pool_cells: int = typer.Option(6500, "--pool-cells", help=POOL_HELP),
     secure: str = typer.Option("secagg", "--secure-sum", help="secagg (in-process SecAgg+) | plain"),
     data_seed: int | None = typer.Option(
         None, "--data-seed", help="fix the train/test split and client partition (default: each run's seed)"
@@ -162,6 +168,7 @@ def bench_cmd(
                         split=split,
                         seed=seed,
                         top=top,
+                        pool_cells=pool_cells,
                         split_seed=data_seed,
                         secure_sum=_secure_sum(secure),
                     )

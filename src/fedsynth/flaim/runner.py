@@ -181,6 +181,7 @@ def run(
     marginals: int | None = None,
     preview_share: float = 0.3,
     vote_on: str = "workload",
+    pool_cells: int = 6500,
     split_seed: int | None = None,
     max_model_mb: float = 80.0,
     evaluate: bool = True,
@@ -234,6 +235,7 @@ def run(
             marginals=marginals,
             preview_share=preview_share,
             vote_on=vote_on,
+            pool_cells=pool_cells,
             max_model_mb=max_model_mb,
             global_codes=data.train if method == "aug-oracle" else None,
         )
