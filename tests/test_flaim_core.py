@@ -381,3 +381,33 @@ def test_local_vote_scores_move_by_at_most_their_sensitivity() -> None:
     for row in codes[100:160]:
         moved = m.local_scores(np.vstack([codes[:100], row]), plan, cands) - base
         assert np.all(np.abs(moved) <= 2 * w + 1e-9)
+
+
+def test_flaim_ta_never_sums_a_block_over_a_single_new_client() -> None:
+    from fedsynth.flaim.methods import Context, make_method
+    from fedsynth.flaim.runner import make_clients
+    from fedsynth.flaim.workload import make_workload
+
+    d = _toy()
+    parts = make_clients(d, 3, "iid", 0)
+    ctx = Context(d.domain.sizes, make_workload(d.domain.attrs, "all-2way"), 2.0, 1e-5, 2, 0.5,
+                  client_seed=0, server_seed=0, select_rounds=2)  # fmt: skip
+    who = {1: [0, 1], 2: [1, 2]}  # round 2: client 2 is the only newcomer for the one-ways
+    for name in ("flaim-ta", "flaim-sa"):
+        m = make_method(name, ctx)
+        st = m.init_state()
+        while (plan := m.plan(st, who[m.upcoming_round(st) or 2])) is not None:
+            ps = who[plan["round"]]
+            if plan["step"] == "answer":
+                for q in plan["cliques"]:
+                    newcomers = [k for k in ps if q in plan["new"][k]]
+                    # flaim-ta's server sees exact sums; flaim-sa's sums carry the full noise
+                    assert len(newcomers) >= (2 if name == "flaim-ta" else 1)
+                if plan["round"] == 2:
+                    has_oneways = any(len(q) == 1 for q in plan["cliques"])
+                    assert has_oneways == (name == "flaim-sa")
+            vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in ps}
+            keys = {key for v in vecs.values() for key in v}
+            st = m.server_step(st, plan, {key: sum(v[key] for v in vecs.values()) for key in keys})
+        m.finish(st)
+        assert st.budget.used <= st.budget.rho * (1 + 1e-9)

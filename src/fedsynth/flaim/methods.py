@@ -94,7 +94,6 @@ class Context:
     oneway_weight: float = 2.0
     preview_share: float = 0.3  # flaim-ta: share of each marginal's ρ for the per-round previews
     vote_on: str = "workload"  # flaim-sa: candidates for the votes, "workload" cliques or "closure"
-    local_score: str = "joint"  # local vote score: "joint" L1 or "conditional" (see local_scores)
     pool_cells: int = 6500  # flaim-da: cells of the public candidate pool each client uploads once
     global_codes: np.ndarray | None = None  # aug-oracle only (non-private reference)
 
@@ -231,23 +230,14 @@ class FederatedMethod:
         (public), not of this client's n_k: a penalty that grew with n_k would shift the scores of
         candidates unequally when a record is added (by √(2/π)·σ·|Ω_q|/(f·N̂) — hundreds for a large
         3-way), far past the sensitivity 2·max w the exponential mechanism is calibrated to.
-        ``ctx.local_score = "conditional"`` uses e_k(q) = mean_{a∈q} ‖M_q(D_k) − M_{q∖a}(D_k) ⊗
-        p̂(a | q∖a)‖₁: the model's conditionals checked on the client's own mix of q∖a, so a client
-        whose covariates are skewed (cluster split) does not vote for marginals the model already
-        has right. Adding a record moves one cell of M_q and one of M_{q∖a}, whose row of p̂(a|·)
-        sums to 1, so each term — and the mean — still moves by at most 2.
         """
         n_k = len(codes)
         n_ref = self.ctx.participation * float(plan["total"]) / max(int(plan["m"]), 1)
         sig_k = self.local_sigma(plan, n_ref)
-        cond = self.ctx.local_score == "conditional"
         out = np.empty(len(cands))
         for i, q in enumerate(cands):
             x = marginal_counts(codes, self.ctx.sizes, q, self.ctx.attrs)
-            if cond and len(q) > 1:
-                err = _conditional_error(x, self.model_counts(plan, q), [self.ctx.sizes[a] for a in q])
-            else:
-                err = np.abs(x - n_k * self.model_counts(plan, q)).sum()
+            err = np.abs(x - n_k * self.model_counts(plan, q)).sum()
             het = n_k * tau[q] if tau is not None else 0.0
             out[i] = self.weights[q] * (err - het - bias(sig_k, len(x)))
         return out
@@ -289,17 +279,6 @@ class FederatedMethod:
         self._refit(state, self.ctx.final_iters)
         assert state.model is not None
         return state.model
-
-
-def _conditional_error(x: np.ndarray, p: np.ndarray, shape: list[int]) -> float:
-    """mean over axes i of ‖X − X.sum(i) · P / P.sum(i)‖₁ (X counts, P model probabilities)."""
-    X, P = x.reshape(shape).astype(float), p.reshape(shape)
-    tot = 0.0
-    for i in range(len(shape)):
-        ps = P.sum(axis=i, keepdims=True)
-        cond = np.divide(P, ps, out=np.full_like(P, 1.0 / shape[i]), where=ps > 0)
-        tot += float(np.abs(X - X.sum(axis=i, keepdims=True) * cond).sum())
-    return tot / len(shape)
 
 
 def _oneways(codes: np.ndarray, sizes: dict[str, int], attrs: tuple[str, ...]) -> np.ndarray:
@@ -517,6 +496,8 @@ class FlaimSA(VotingMethod):
 
     name = "flaim-sa"
     distributed_noise = True
+    # A block sum over one new client is that client's counts plus the (full) noise: private.
+    min_new_per_block = 1
 
     def init_state(self) -> ServerState:
         rho = cdp_rho(self.ctx.epsilon, self.ctx.delta)
@@ -615,7 +596,8 @@ class FlaimSA(VotingMethod):
                 state.budget.spend(self._rho_of(state, q), f"one-way {q[0]} (once per record)")
         wanted = list(state.extra["order"])
         answered = state.extra["answered"]
-        blocks = [q for q in wanted if any((k, q) not in answered for k in participants)]
+        fresh = {q: sum((k, q) not in answered for k in participants) for q in wanted}
+        blocks = [q for q in wanted if fresh[q] >= self.min_new_per_block]
         plan["cliques"] = blocks
         plan["sigmas"] = [self._sigma_of(state, q) for q in blocks]
         plan["new"] = {k: [q for q in blocks if (k, q) not in answered] for k in participants}
@@ -711,6 +693,9 @@ class FlaimTA(FlaimSA):
     """
 
     name = "flaim-ta"
+    # The server sees exact block sums: a block with a single new answerer would be that client's
+    # exact counts, so it waits until two newcomers share a round (data-independent rule).
+    min_new_per_block = 2
     # Measurement share of ρ when the caller does not set one: the local votes are dominated by
     # heterogeneity, so ρ buys more as measurement (Adult, 6 seeds: L1 0.197 at 0.95 vs 0.203 at 0.9)
     default_alpha = 0.95
@@ -776,9 +761,11 @@ class DistAIM(FederatedMethod):
         if state.round >= self.ctx.rounds:
             return None
         contributed = state.extra.setdefault("contributed", set())
+        new = [k for k in participants if k not in contributed]
         return {
             **self._plan_header(state, state.round + 1, "answers", participants),
-            "new": [k for k in participants if k not in contributed],
+            # the server sees the running sum: one newcomer's upload alone would be its vector
+            "new": new if len(new) >= 2 else [],
         }
 
     def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
