@@ -348,6 +348,17 @@ def test_flaim_da_counts_every_contributor_once_and_a_lone_newcomer_waits() -> N
     assert st.extra["agg"] is None  # nothing exact outlives the run
     assert st.budget.used == pytest.approx(st.budget.rho) and set(st.selected) <= set(m.pool)
     assert model.synthetic(50, 0).shape == (50, 4)
+    # a workload that leaves an attribute out: its one-way is collected and measured, not selected
+    ctx_b = replace(ctx, workload=[("a", "b")])
+    m_b = make_method("flaim-da", ctx_b)
+    st_b = m_b.init_state()
+    for who in ([0, 1, 2], [3, 4]):
+        plan = m_b.plan(st_b, who)
+        sums = {"answers": sum(m_b.client_step(k, d.train[parts[k]], plan)["answers"] for k in who)}
+        st_b = m_b.server_step(st_b, plan, sums)
+    m_b.finish(st_b)
+    assert set(st_b.selected) <= {("a",), ("b",), ("a", "b")}
+    assert {ms.clique for ms in st_b.measurements} >= {(a,) for a in d.domain.attrs}
     # nobody ever paired up: a clear error instead of a model of nothing
     m2 = make_method("flaim-da", ctx)
     st2 = m2.init_state()

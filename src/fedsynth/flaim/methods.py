@@ -912,7 +912,8 @@ class DeferredAIM(FederatedMethod):
             max_model_mb=self.ctx.max_model_mb,
             iters=self.ctx.final_iters,
             seed=None if self.ctx.server_seed is None else self.ctx.server_seed + 1,
-            candidates=self.pool,
+            # a one-way outside the workload's closure is measured (AIM's start) but not a candidate
+            candidates=[q for q in self.pool if q in self.weights],
         )
         ex["agg"] = None  # nothing exact outlives the run
         state.budget, state.selected = res.budget, list(res.selected)
