@@ -859,7 +859,7 @@ class DeferredAIM(FederatedMethod):
 
     def init_state(self) -> ServerState:
         st = ServerState(budget=Budget(cdp_rho(self.ctx.epsilon, self.ctx.delta)))
-        st.extra.update(agg=None, contributed=set(), senders=0)
+        st.extra.update(agg=None, contributed=set())
         return st
 
     def plan(self, state: ServerState, participants: list[int]) -> dict[str, Any] | None:
@@ -890,7 +890,6 @@ class DeferredAIM(FederatedMethod):
                 raise ValueError(f"expected {self._cells} summed cells, got shape {total.shape}")
             ex["agg"] = total if ex["agg"] is None else ex["agg"] + total
             ex["contributed"].update(plan["senders"])
-            ex["senders"] += len(plan["senders"])
         return state
 
     def finish(self, state: ServerState) -> pgm.PGM:
