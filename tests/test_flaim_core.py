@@ -250,6 +250,12 @@ def test_ours_split_the_measurement_budget_exactly(w1: float) -> None:
             make_method("flaim-ta", Context(sizes, ctx.workload, 1.0, 1e-5, 4, 0.5, **bad)).init_state()
 
 
+def _plain_sums(vecs: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Per-key sums over the clients that sent that key (what a secure sum returns, in the clear)."""
+    keys = {key for v in vecs.values() for key in v}
+    return {key: sum(v[key] for v in vecs.values() if key in v) for key in keys}
+
+
 def test_flaim_ta_final_release_is_single_and_the_exact_sums_are_dropped() -> None:
     from fedsynth.flaim.methods import Context, make_method
     from fedsynth.flaim.runner import make_clients
@@ -264,8 +270,7 @@ def test_flaim_ta_final_release_is_single_and_the_exact_sums_are_dropped() -> No
         vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in range(4)}
         if plan["step"] == "answer":  # clients send exact counts: the server adds the noise
             assert all(not (v["answer"] < 0).any() for v in vecs.values() if v)
-        sums = {key: sum(v[key] for v in vecs.values()) for key in {k for v in vecs.values() for k in v}}
-        st = m.server_step(st, plan, sums)
+        st = m.server_step(st, plan, _plain_sums(vecs))
     exact = dict(st.extra["exact"])
     assert set(exact) == {(a,) for a in d.domain.attrs} | set(st.selected)
     for q, E in exact.items():  # every record answered every marginal exactly once (p = 1)
@@ -337,8 +342,7 @@ def test_flaim_da_counts_every_contributor_once_and_a_lone_newcomer_waits() -> N
         senders.append(plan["senders"])
         vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in who}
         assert all(v == {} for k, v in vecs.items() if k not in plan["senders"])
-        sums = {"answers": sum(vecs[k]["answers"] for k in plan["senders"])} if plan["senders"] else {}
-        st = m.server_step(st, plan, sums)
+        st = m.server_step(st, plan, _plain_sums(vecs))
     assert m.plan(st, [0, 1]) is None
     assert senders == [[0, 1], [], [2, 3, 4], []]
     agg = st.extra["agg"]
@@ -354,8 +358,8 @@ def test_flaim_da_counts_every_contributor_once_and_a_lone_newcomer_waits() -> N
     st_b = m_b.init_state()
     for who in ([0, 1, 2], [3, 4]):
         plan = m_b.plan(st_b, who)
-        sums = {"answers": sum(m_b.client_step(k, d.train[parts[k]], plan)["answers"] for k in who)}
-        st_b = m_b.server_step(st_b, plan, sums)
+        vecs = {k: m_b.client_step(k, d.train[parts[k]], plan) for k in who}
+        st_b = m_b.server_step(st_b, plan, _plain_sums(vecs))
     m_b.finish(st_b)
     assert set(st_b.selected) <= {("a",), ("b",), ("a", "b")}
     assert {ms.clique for ms in st_b.measurements} >= {(a,) for a in d.domain.attrs}
@@ -418,7 +422,6 @@ def test_flaim_ta_never_sums_a_block_over_a_single_new_client() -> None:
                     has_oneways = any(len(q) == 1 for q in plan["cliques"])
                     assert has_oneways == (name == "flaim-sa")
             vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in ps}
-            keys = {key for v in vecs.values() for key in v}
-            st = m.server_step(st, plan, {key: sum(v[key] for v in vecs.values()) for key in keys})
+            st = m.server_step(st, plan, _plain_sums(vecs))
         m.finish(st)
         assert st.budget.used <= st.budget.rho * (1 + 1e-9)

@@ -281,6 +281,13 @@ class FederatedMethod:
         return state.model
 
 
+def _newcomers(participants: list[int], contributed: set[int]) -> list[int]:
+    """Participants that have not uploaded yet — or none, if that is a single client: a server that
+    sees exact sums would learn a lone newcomer's vector (it uploads in a later round instead)."""
+    new = [k for k in participants if k not in contributed]
+    return new if len(new) >= 2 else []
+
+
 def _oneways(codes: np.ndarray, sizes: dict[str, int], attrs: tuple[str, ...]) -> np.ndarray:
     return np.concatenate([marginal_counts(codes, sizes, (a,), attrs) for a in attrs])
 
@@ -761,11 +768,9 @@ class DistAIM(FederatedMethod):
         if state.round >= self.ctx.rounds:
             return None
         contributed = state.extra.setdefault("contributed", set())
-        new = [k for k in participants if k not in contributed]
         return {
             **self._plan_header(state, state.round + 1, "answers", participants),
-            # the server sees the running sum: one newcomer's upload alone would be its vector
-            "new": new if len(new) >= 2 else [],
+            "new": _newcomers(participants, contributed),
         }
 
     def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -866,8 +871,8 @@ class DeferredAIM(FederatedMethod):
         if state.round >= self.ctx.rounds:
             return None
         plan = self._plan_header(state, state.round + 1, "answers", participants)
-        new = [k for k in participants if k not in state.extra["contributed"]]
-        plan["senders"] = new if len(new) >= 2 else []  # only these take part in the secure sum
+        # only these take part in the secure sum
+        plan["senders"] = _newcomers(participants, state.extra["contributed"])
         return plan
 
     def client_step(self, cid: int, codes: np.ndarray, plan: dict[str, Any]) -> dict[str, np.ndarray]:
