@@ -14,28 +14,9 @@ from dataclasses import asdict, dataclass
 from opacus.accountants import RDPAccountant, create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
+from fedsynth.privacy.target import PrivacyParameterError, check_epsilon_delta, default_delta
+
 ACCOUNTANTS = ("rdp", "prv")
-
-
-class PrivacyParameterError(ValueError):
-    pass
-
-
-def check_epsilon_delta(epsilon: float, delta: float | None) -> None:
-    """Validate a privacy target; ``delta=None`` means "chosen later by the δ rule"."""
-    if not (isinstance(epsilon, int | float) and math.isfinite(epsilon) and epsilon > 0):
-        raise PrivacyParameterError(f"epsilon must be a finite number > 0, got {epsilon}")
-    if delta is not None and not (isinstance(delta, int | float) and 0 < delta < 1):
-        raise PrivacyParameterError(f"delta must be in (0, 1), got {delta}")
-
-
-def default_delta(n: int) -> float:
-    """The SGDE rule δ ≤ 1/(10·|D_c|), rounded down to one significant digit."""
-    if n < 1:
-        raise PrivacyParameterError("delta rule needs n >= 1")
-    raw = 1.0 / (10.0 * n)
-    exp = math.floor(math.log10(raw))
-    return math.floor(raw / 10**exp) * 10**exp
 
 
 @dataclass(frozen=True)
