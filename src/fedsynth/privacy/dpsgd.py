@@ -8,7 +8,6 @@ the ε of a finished run from its (σ, q, steps, δ), so a reported ε can alway
 
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass
 
 from opacus.accountants import RDPAccountant, create_accountant
