@@ -23,7 +23,7 @@ import numpy as np
 
 from fedsynth.federated.local import run_in_process
 from fedsynth.federated.secure_rounds import ScriptedDriver, SumRequest, make_client_app, make_server_app
-from fedsynth.flaim.secure_sum import SecAggPlusSum, plain_sum
+from fedsynth.secagg.secure_sum import SecAggPlusSum, plain_sum
 
 
 def _vectors(clients: int, size: int, seed: int) -> dict[int, np.ndarray]:

@@ -16,9 +16,9 @@ from fedsynth.flaim.domain import DomainError, FlaimDomain, discretise
 from fedsynth.flaim.measure import marginal_counts
 from fedsynth.flaim.model import Measurement, ModelSizeError, fit
 from fedsynth.flaim.runner import ALL_METHODS, FlaimData, run
-from fedsynth.flaim.secure_sum import plain_sum
 from fedsynth.flaim.workload import all_kway, candidate_weights, downward_closure
 from fedsynth.privacy import zcdp
+from fedsynth.secagg.secure_sum import plain_sum
 
 
 # ---------------------------------------------------------------- accounting
@@ -146,7 +146,7 @@ def test_every_method_end_to_end(method: str) -> None:
 
 
 def test_ours_through_secagg_matches_budget_and_counts_traffic() -> None:
-    from fedsynth.flaim.secure_sum import SecAggPlusSum
+    from fedsynth.secagg.secure_sum import SecAggPlusSum
 
     d = _toy()
     r = run(

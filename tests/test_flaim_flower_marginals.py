@@ -20,7 +20,7 @@ from fedsynth.federated.flaim_app import (
 )
 from fedsynth.federated.local import run_in_process
 from fedsynth.flaim.measure import marginal_counts
-from fedsynth.flaim.secure_sum import SecAggPlusSum, plain_sum
+from fedsynth.secagg.secure_sum import SecAggPlusSum, plain_sum
 
 SIZES = {"a": 3, "b": 4, "c": 2}
 

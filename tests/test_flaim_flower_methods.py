@@ -12,7 +12,7 @@ import pytest
 from fedsynth.federated import flaim_methods as fm
 from fedsynth.federated.local import run_in_process
 from fedsynth.flaim.runner import load_flaim_data, run
-from fedsynth.flaim.secure_sum import plain_sum
+from fedsynth.secagg.secure_sum import plain_sum
 
 SIZES = {"a": 4, "b": 3, "c": 5, "d": 2}
 

@@ -10,7 +10,6 @@ import pytest
 from flwr.app import Context, Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
 
-from fedsynth.federated.exact_sum import FLOWER_MAX_MODULUS, decode, encode, plan_exact_sum
 from fedsynth.federated.local import run_in_process
 from fedsynth.federated.secure_rounds import (
     ScriptedDriver,
@@ -19,7 +18,8 @@ from fedsynth.federated.secure_rounds import (
     make_client_app,
     make_server_app,
 )
-from fedsynth.flaim.secure_sum import SecureSumAborted
+from fedsynth.secagg.exact_sum import FLOWER_MAX_MODULUS, decode, encode, plan_exact_sum
+from fedsynth.secagg.secure_sum import SecureSumAborted
 
 
 def _data(n: int, size: int, hi: int, seed: int = 0) -> dict[int, np.ndarray]:

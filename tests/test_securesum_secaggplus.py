@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from fedsynth.flaim.secure_sum import (
+from fedsynth.secagg.secure_sum import (
     OutOfRangeError,
     SecAggPlusSum,
     SecureSumAborted,

@@ -97,12 +97,12 @@ def run_cmd(
 
 
 def _secure_sum(kind: str) -> Any:
-    from fedsynth.flaim.secure_sum import plain_sum
+    from fedsynth.secagg.secure_sum import plain_sum
 
     if kind == "plain":
         return plain_sum
     if kind == "secagg":
-        from fedsynth.flaim.secure_sum import SecAggPlusSum
+        from fedsynth.secagg.secure_sum import SecAggPlusSum
 
         return SecAggPlusSum()
     raise ValueError(f"--secure-sum must be secagg or plain, got {kind!r}")

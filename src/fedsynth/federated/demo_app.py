@@ -27,7 +27,7 @@ from fedsynth.federated.secure_rounds import (
     run_secure_sum_rounds,
     settings_from_config,
 )
-from fedsynth.flaim.secure_sum import SumResult
+from fedsynth.secagg.secure_sum import SumResult
 
 
 def demo_vector(seed: int, rnd: int, pid: int, size: int, bound: int) -> np.ndarray:

@@ -9,7 +9,7 @@ selected cliques (plus, for distributed DP, each client's integer Skellam noise 
 with two implementations that the same algorithm code can run on unchanged:
 
 * :class:`InProcessMarginalSum` — the clients' tables in this process, summed by any
-  :class:`~fedsynth.flaim.secure_sum.SecureSum` (``SecAggPlusSum`` for the real protocol);
+  :class:`~fedsynth.secagg.secure_sum.SecureSum` (``SecAggPlusSum`` for the real protocol);
 * :class:`FlowerMarginalSum` — the clients are Flower ClientApps (simulation or deployment);
   one SecAgg+ round per call through :class:`~fedsynth.federated.secure_rounds.FlowerSumChannel`.
 
@@ -43,7 +43,7 @@ from fedsynth.federated.secure_rounds import (
     settings_from_config,
 )
 from fedsynth.flaim.measure import marginal_counts, skellam_share
-from fedsynth.flaim.secure_sum import SecureSum, SumResult
+from fedsynth.secagg.secure_sum import SecureSum, SumResult
 
 Clique = tuple[str, ...]
 NOISE_TAIL_SIGMAS = 40.0  # a Skellam share beyond 40 σ has probability < 1e-300: treated as impossible

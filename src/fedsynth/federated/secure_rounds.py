@@ -4,17 +4,17 @@ The apps are thin adapters. All algorithmic state lives in two plain objects:
 
 * server side, a :class:`SumDriver`: ``next_request()`` returns the next :class:`SumRequest` (a JSON-able
   payload for the clients, who participates, the public per-client bound) or ``None`` when done;
-  ``receive(result)`` gets the :class:`~fedsynth.flaim.secure_sum.SumResult` (exact sum over the
+  ``receive(result)`` gets the :class:`~fedsynth.secagg.secure_sum.SumResult` (exact sum over the
   survivors, their ids, bytes per client counted from the serialised Flower messages);
 * client side, a ``VectorFn``: ``(partition_id, payload) -> int64 vector`` computed from local data.
 
 Each request runs one Flower ``SecAggPlusWorkflow`` (legacy API) with the settings of
-:mod:`fedsynth.federated.exact_sum`; the ClientApp carries ``secaggplus_mod``. A client that fails
+:mod:`fedsynth.secagg.exact_sum`; the ClientApp carries ``secaggplus_mod``. A client that fails
 after key sharing (e.g. crashes while computing its vector) is dropped and the sum over the survivors
 is still exact. A client lost during setup/key sharing makes Flower 1.41 halt the round (it asks the
 survivors for key shares the lost client never distributed, and they refuse): we then rerun the round
 once without the lost clients (``SecAggSettings.retry_without_early_dropouts``; no share was revealed in
-the halted round) or raise :class:`~fedsynth.flaim.secure_sum.SecureSumAborted`.
+the halted round) or raise :class:`~fedsynth.secagg.secure_sum.SecureSumAborted`.
 """
 
 from __future__ import annotations
@@ -46,8 +46,8 @@ from flwr.server.workflow.constant import Key as WorkflowKey
 from flwr.serverapp import ServerApp
 from flwr.serverapp.grid import Grid
 
-from fedsynth.federated.exact_sum import LimbPlan, decode, encode, plan_exact_sum
-from fedsynth.flaim.secure_sum import SecureSumAborted, SumResult
+from fedsynth.secagg.exact_sum import LimbPlan, decode, encode, plan_exact_sum
+from fedsynth.secagg.secure_sum import SecureSumAborted, SumResult
 
 VectorFn = Callable[[int, Mapping[str, Any]], "np.ndarray | Mapping[str, np.ndarray]"]
 PARTITION_KEY = "partition-id"

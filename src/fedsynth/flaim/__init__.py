@@ -4,6 +4,6 @@
 budget) → ``measure`` (int64 counts, Gaussian / Skellam noise) → ``model`` (Private-PGM on mbi
 structures, fast numpy inference) → ``aim`` (central AIM) / ``methods`` (DistAIM, NaiveFLAIM,
 AugFLAIM, flaim-sa as client/server steps) → ``runner`` (one run end to end) → ``metrics``.
-Client vectors reach the server only through a :mod:`fedsynth.flaim.secure_sum` implementation.
+Client vectors reach the server only through a :mod:`fedsynth.secagg.secure_sum` implementation.
 See ``docs/flaim.md``.
 """

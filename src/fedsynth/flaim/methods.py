@@ -3,7 +3,7 @@
 Every round is a short sequence of *steps*. In each step the server broadcasts a plan (a dict of
 numpy arrays: model potentials, candidate mask, ...), every sampled client answers with
 ``client_step(data, plan) -> {key: int64 vector}``, the vectors are summed per key through a
-:class:`~fedsynth.flaim.secure_sum.SecureSum`, and ``server_step(state, plan, sums)`` updates the
+:class:`~fedsynth.secagg.secure_sum.SecureSum`, and ``server_step(state, plan, sums)`` updates the
 server state. Nothing else crosses the boundary, so traffic is the secure sum's messages plus the
 broadcast plan. The Flower apps call exactly these functions::
 

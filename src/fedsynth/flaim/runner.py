@@ -24,8 +24,8 @@ from fedsynth.flaim.domain import FlaimDomain, discretise, load_prebinned
 from fedsynth.flaim.methods import METHODS, Context, default_alpha, make_method
 from fedsynth.flaim.metrics import gbdt_auc, nll, workload_l1
 from fedsynth.flaim.model import PGM
-from fedsynth.flaim.secure_sum import SecureSum, SumResult, plain_sum
 from fedsynth.flaim.workload import Clique, downward_closure, make_workload
+from fedsynth.secagg.secure_sum import SecureSum, SumResult, plain_sum
 
 CENTRAL = ("aim", "aim-adaptive")
 ALL_METHODS = CENTRAL + METHODS
@@ -33,7 +33,7 @@ ALL_METHODS = CENTRAL + METHODS
 
 def default_secure_sum() -> SecureSum:
     try:
-        from fedsynth.flaim.secure_sum import SecAggPlusSum
+        from fedsynth.secagg.secure_sum import SecAggPlusSum
 
         return SecAggPlusSum()
     except ImportError:  # pragma: no cover - only while the SecAgg+ implementation is absent
