@@ -8,6 +8,7 @@ spec it trusts and accepts only tensors that fit it exactly.
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -15,15 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from fedsynth.generators.base import SpecError
+
 #: Bounds on a spec a hub will accept (guards against memory-exhaustion via giant specs).
 MAX_LATENT = 1024
 MAX_HIDDEN = 4096
 MAX_LAYERS = 8
 MAX_OUTPUT = 100_000
-
-
-class SpecError(ValueError):
-    pass
 
 
 @dataclass(frozen=True)
@@ -173,6 +172,7 @@ def build_decoder(spec: DecoderSpec) -> Decoder:
     return Decoder(spec)
 
 
+@functools.lru_cache(maxsize=256)
 def expected_tensors(spec: DecoderSpec) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of every tensor a decoder of this spec has."""
+    """Names and shapes of every tensor a decoder of this spec has (a pure function of the spec)."""
     return {k: tuple(v.shape) for k, v in build_decoder(spec).state_dict().items()}

@@ -12,14 +12,13 @@ training by :func:`fedsynth.privacy.dpsgd.calibrate_noise` for the target (ε, �
 number of steps, and the ε reported afterwards comes from Opacus' RDP accountant, which records
 every optimizer step actually taken (and is cross-checked against a fresh recomputation).
 
-Only the decoder leaves the silo (:meth:`ClassGenerator.card`); the encoder is discarded.
+Only the decoder leaves the silo (see :mod:`.family`); the encoder is discarded.
 """
 
 from __future__ import annotations
 
 import math
 import time
-import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -29,14 +28,10 @@ from opacus.accountants import create_accountant
 from opacus.optimizers import DPOptimizerFastGradientClipping
 from torch import nn
 
-from fedsynth.artifacts.decoder import GeneratorCard, decoder_to_bytes, sha256_bytes
-from fedsynth.generators.nets import Decoder, DecoderSpec, build_decoder, mlp
+from fedsynth.generators.base import TooFewRowsError
+from fedsynth.generators.vae.nets import Decoder, DecoderSpec, build_decoder, mlp
 from fedsynth.privacy.clipping import GhostClipper
 from fedsynth.privacy.dpsgd import DPSGDAccount, calibrate_noise, check_epsilon_delta, epsilon_spent
-
-
-class TooFewRowsError(ValueError):
-    """A class has too few rows at this silo to train a DP generator."""
 
 
 @dataclass(frozen=True)
@@ -212,24 +207,6 @@ def train_class_vae(
         class_label, n, account, time.perf_counter() - t0, losses[-1] if losses else float("nan"), losses
     )
     return decoder, report
-
-
-def make_card(decoder: Decoder, report: TrainReport, schema_hash: str) -> GeneratorCard:
-    if report.account is None:
-        raise ValueError("refusing to card a non-private generator: cards carry an accountant's (ε, δ)")
-    return GeneratorCard(
-        spec=decoder.spec.to_dict(),
-        schema_hash=schema_hash,
-        class_label=report.class_label,
-        epsilon=report.account.epsilon,
-        delta=report.account.delta,
-        accountant=report.account.accountant,
-        weights_sha256=sha256_bytes(decoder_to_bytes(decoder)),
-    )
-
-
-def warn_skip(msg: str) -> None:
-    warnings.warn(msg, stacklevel=2)
 
 
 #: Per-dataset hyperparameters (tuned on the public benchmark copies; tuning on private data

@@ -1,0 +1,217 @@
+"""The generator card: the JSON half of an artifact (the other half is safetensors tensors).
+
+A card names the generator's family (a versioned kind such as ``"dp-vae/1"``) and carries its
+spec, the hash of the public schema it was trained for, the class it generates (``None`` for a
+joint model that carries the target itself), the family's per-artifact ``structure`` (e.g. the
+cliques of a marginal model; empty for fixed-architecture nets), the privacy claim with every
+parameter needed to recompute ε, and the sha256 of the tensors file. This module knows no
+family: it parses and checks the card's shape only; what a spec or structure means is the
+family's business (:mod:`fedsynth.generators.base`).
+
+Cards of format ``fedsynth-decoder/1`` (before families existed: always a β-VAE decoder, a bare
+(ε, δ, accountant) claim) still load: :meth:`GeneratorCard.from_json` migrates them one way to
+the current format (family ``dp-vae/1``, a ``legacy`` claim).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from fedsynth.privacy.claim import PrivacyClaim
+from fedsynth.privacy.target import PrivacyParameterError
+
+CARD_FORMAT = "fedsynth-generator/2"
+LEGACY_CARD_FORMAT = "fedsynth-decoder/1"
+LEGACY_FAMILY = "dp-vae/1"
+MAX_CARD_BYTES = 64 * 1024
+SCOPES = ("silo", "federation")
+
+
+class ArtifactError(ValueError):
+    """A generator artifact is malformed, tampered with, or does not match what was expected."""
+
+
+def sha256_bytes(b: bytes) -> str:
+    return hashlib.sha256(b).hexdigest()
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def _is_hex64(s: str) -> bool:
+    return len(s) == 64 and all(ch in "0123456789abcdef" for ch in s)
+
+
+def _clean_str(v: Any, what: str, n: int = 256) -> str:
+    if not isinstance(v, str):
+        raise ArtifactError(f"card field {what!r} must be a string")
+    if len(v) > n:
+        raise ArtifactError(f"card field {what!r} is longer than {n} characters")
+    try:
+        v.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ArtifactError(f"card field {what!r} is not valid Unicode (lone surrogate)") from None
+    if "\x00" in v:
+        raise ArtifactError(f"card field {what!r} contains a NUL character")
+    return v
+
+
+@dataclass(frozen=True)
+class GeneratorCard:
+    family: str
+    spec: dict[str, Any]
+    schema_hash: str
+    class_label: str | None
+    privacy: PrivacyClaim
+    weights_sha256: str
+    structure: dict[str, Any] = field(default_factory=dict)
+    scope: str = "silo"
+    created: str = field(default_factory=_now)
+    format: str = CARD_FORMAT
+    library: str = "fedsynth"
+
+    # the claim's headline numbers, for readers that need only these
+    @property
+    def epsilon(self) -> float:
+        return self.privacy.epsilon
+
+    @property
+    def delta(self) -> float:
+        return self.privacy.delta
+
+    @property
+    def accountant(self) -> str:
+        return self.privacy.accountant
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "library": self.library,
+            "family": self.family,
+            "scope": self.scope,
+            "spec": self.spec,
+            "structure": self.structure,
+            "schema_hash": self.schema_hash,
+            "class_label": self.class_label,
+            "privacy": self.privacy.to_dict(),
+            "weights_sha256": self.weights_sha256,
+            "created": self.created,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    def replace(self, **kw: Any) -> GeneratorCard:
+        from dataclasses import replace
+
+        return replace(self, **kw)
+
+    @staticmethod
+    def from_json(text: str | bytes) -> GeneratorCard:
+        if len(text) > MAX_CARD_BYTES:
+            raise ArtifactError(f"card is larger than {MAX_CARD_BYTES} bytes")
+        try:
+            d = json.loads(text, parse_int=_bounded_int)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as e:
+            raise ArtifactError(f"card is not valid JSON: {e}") from None
+        except ValueError as e:
+            raise ArtifactError(f"card has an out-of-range number: {e}") from None
+        if not isinstance(d, dict):
+            raise ArtifactError("card must be a JSON object")
+        return GeneratorCard.from_dict(d)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> GeneratorCard:
+        fmt = d.get("format")
+        if fmt == LEGACY_CARD_FORMAT:
+            d = _migrate_legacy(d)
+        elif fmt != CARD_FORMAT:
+            raise ArtifactError(f"card format {fmt!r} is neither {CARD_FORMAT!r} nor {LEGACY_CARD_FORMAT!r}")
+        try:
+            family = _clean_str(d["family"], "family", 64)
+            spec, structure = d["spec"], d.get("structure", {})
+            if not isinstance(spec, dict) or not isinstance(structure, dict):
+                raise ArtifactError("card 'spec' and 'structure' must be JSON objects")
+            label = d.get("class_label")
+            label = None if label is None else _clean_str(label, "class_label")
+            scope = _clean_str(d.get("scope", "silo"), "scope", 16)
+            if scope not in SCOPES:
+                raise ArtifactError(f"card scope must be one of {SCOPES}, got {scope!r}")
+            privacy = PrivacyClaim.from_dict(d["privacy"])
+            card = GeneratorCard(
+                family=family,
+                spec=spec,
+                schema_hash=_clean_str(d["schema_hash"], "schema_hash", 64),
+                class_label=label,
+                privacy=privacy,
+                weights_sha256=_clean_str(d["weights_sha256"], "weights_sha256", 64),
+                structure=structure,
+                scope=scope,
+                created=_clean_str(d.get("created", ""), "created", 64),
+                library=_clean_str(d.get("library", "fedsynth"), "library", 64),
+            )
+        except KeyError as e:
+            raise ArtifactError(f"card is missing the field {e.args[0]!r}") from None
+        except PrivacyParameterError as e:
+            raise ArtifactError(f"card privacy claim is invalid: {e}") from None
+        except (TypeError, ValueError, OverflowError) as e:
+            if isinstance(e, ArtifactError):
+                raise
+            raise ArtifactError(f"card has a bad field: {e}") from None
+        if not _is_hex64(card.weights_sha256):
+            raise ArtifactError("card weights_sha256 must be 64 lowercase hex digits")
+        try:  # spec and structure are stored and echoed: they must survive a strict JSON round trip
+            json.dumps([spec, structure], allow_nan=False).encode("utf-8")
+        except (ValueError, UnicodeEncodeError):
+            raise ArtifactError("card spec/structure hold non-finite numbers or invalid Unicode") from None
+        return card
+
+
+def _bounded_int(s: str) -> int:
+    # a 400-digit integer parses in Python but overflows every float conversion and database column
+    if len(s.lstrip("-")) > 18:
+        raise ValueError(f"integer with {len(s)} digits")
+    return int(s)
+
+
+def _migrate_legacy(d: dict[str, Any]) -> dict[str, Any]:
+    """``fedsynth-decoder/1`` → current format: a β-VAE decoder card with a parameter-less claim."""
+    try:
+        eps, dl, acc = d["epsilon"], d["delta"], d["accountant"]
+    except KeyError as e:
+        raise ArtifactError(f"legacy card is missing the field {e.args[0]!r}") from None
+    if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in (eps, dl)):
+        raise ArtifactError("legacy card epsilon/delta must be numbers")
+    if not (math.isfinite(eps) and eps > 0):
+        raise ArtifactError(f"card epsilon must be a positive finite number, got {eps}")
+    if not (0 < dl < 1):
+        raise ArtifactError(f"card delta must be in (0, 1), got {dl}")
+    return {
+        "format": CARD_FORMAT,
+        "family": LEGACY_FAMILY,
+        "scope": "silo",
+        "spec": d.get("spec"),
+        "structure": {},
+        "schema_hash": d.get("schema_hash"),
+        "class_label": d.get("class_label"),
+        "privacy": {"mechanism": "legacy", "epsilon": eps, "delta": dl, "accountant": acc},
+        "weights_sha256": d.get("weights_sha256"),
+        "created": d.get("created", ""),
+        "library": d.get("library", "fedsynth"),
+    }
+
+
+__all__ = [
+    "CARD_FORMAT",
+    "LEGACY_CARD_FORMAT",
+    "MAX_CARD_BYTES",
+    "ArtifactError",
+    "GeneratorCard",
+    "sha256_bytes",
+]

@@ -1,0 +1,307 @@
+"""The generator interface: what every family implements and everything else relies on.
+
+A **family** (:class:`GeneratorFamily`, registered under a versioned ``kind`` such as
+``"dp-vae/1"``) knows how to build a spec for a schema, parse one from JSON, fit generators on a
+private table within a :class:`~fedsynth.privacy.target.PrivacyTarget`, name the tensors an
+artifact of a given card must hold, and load a :class:`Generator` from verified tensors.
+
+A **generator** has its :class:`~fedsynth.artifacts.card.GeneratorCard`, draws ``n`` rows (of one
+class, ``condition``; a joint model whose card has no class label can draw any class) as a
+DataFrame in the schema's columns, and exposes its tensors for safetensors.
+
+Nothing outside a family's folder touches a network, a decoder or a potential table: the hub,
+pools, screening, audits, evaluation and the CLI go through this module (and
+:mod:`fedsynth.generators.io` for artifacts). Optional capabilities are separate protocols a
+generator may implement (:class:`LogLikelihood`, used by the canary audit).
+
+Adding a family = one folder ``generators/<name>/`` with a ``family.py`` exposing ``FAMILY`` and
+one line in :data:`BUILTIN` (see docs/architecture.md).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import pandas as pd
+
+from fedsynth.artifacts.card import ArtifactError, GeneratorCard, sha256_bytes
+from fedsynth.artifacts.safetensors import Expected, tensors_to_bytes
+from fedsynth.data.schema import Schema, SchemaError, validate_frame
+from fedsynth.privacy.claim import PrivacyClaim
+from fedsynth.privacy.target import PrivacyTarget, parallel, sequential
+
+
+class SpecError(ValueError):
+    """A family spec is malformed or does not fit the schema."""
+
+
+class UnknownFamilyError(ArtifactError):
+    """A family kind (or alias) that no registered family implements."""
+
+
+class TooFewRowsError(ValueError):
+    """A class (or table) has too few rows at this silo to train a DP generator."""
+
+
+class RandomStreams:
+    """The random streams one sampling run shares across generators (numpy, and torch on demand),
+    so a pool drawn with one seed is reproducible whatever families it mixes."""
+
+    def __init__(self, seed: int) -> None:
+        self.seed = int(seed)
+        self.numpy = np.random.default_rng(self.seed)
+        self._torch: Any = None
+
+    def torch(self) -> Any:
+        if self._torch is None:
+            import torch
+
+            self._torch = torch.Generator().manual_seed(self.seed)
+        return self._torch
+
+
+def streams(seed: int | RandomStreams) -> RandomStreams:
+    return seed if isinstance(seed, RandomStreams) else RandomStreams(seed)
+
+
+@runtime_checkable
+class Generator(Protocol):
+    card: GeneratorCard
+    source: str  # where it came from (a path, a hub id, "local")
+
+    def sample(
+        self, n: int, *, condition: str | None = None, seed: int | RandomStreams = 0
+    ) -> pd.DataFrame: ...
+
+    def tensors(self) -> dict[str, np.ndarray]: ...
+
+
+@runtime_checkable
+class LogLikelihood(Protocol):
+    """Optional capability: log p(x) per row under the released generator alone."""
+
+    def log_likelihood(self, df: pd.DataFrame, *, seed: int = 0) -> np.ndarray: ...
+
+
+class FamilySpec(Protocol):
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+@dataclass
+class FitReport:
+    """What one fitted generator's training looked like (stays at the silo; never shipped)."""
+
+    class_label: str | None
+    n_rows: int
+    seconds: float
+    claim: PrivacyClaim
+    final_loss: float = float("nan")
+    losses: list[float] = field(default_factory=list)
+
+
+class GeneratorFamily(Protocol):
+    kind: str  # versioned, e.g. "dp-vae/1"
+    name: str  # the short CLI name, e.g. "vae"
+
+    def default_config(self, dataset: str | None = None) -> Any:
+        """The family's config (presets per public benchmark where tuned)."""
+        ...
+
+    def spec_for(self, schema: Schema, config: Any) -> FamilySpec: ...
+
+    def spec_from_dict(self, d: Any, schema: Schema) -> FamilySpec:
+        """Parse and check a spec against the schema; raises :class:`SpecError`."""
+        ...
+
+    def expected_tensors(self, card: GeneratorCard, schema: Schema) -> Expected:
+        """Names, shapes and dtypes the artifact of ``card`` must hold (card spec + structure);
+        raises :class:`ArtifactError` when the card's structure is invalid for the schema."""
+        ...
+
+    def fit(
+        self,
+        df: pd.DataFrame,
+        schema: Schema,
+        target: PrivacyTarget,
+        config: Any = None,
+        *,
+        seed: int = 0,
+        spec: FamilySpec | None = None,
+        on_fit: Callable[[FitReport], None] | None = None,
+        strict: bool = False,
+    ) -> GeneratorSet: ...
+
+    def load(self, card: GeneratorCard, tensors: dict[str, np.ndarray], schema: Schema) -> Generator: ...
+
+
+def set_cost(cards: Sequence[GeneratorCard]) -> tuple[float, float]:
+    """(ε, δ) of a set of generators trained at one silo on one table.
+
+    The one place for the max-over-classes rule: per-class generators of distinct classes saw
+    disjoint rows (parallel composition: the max); anything else (a joint model, two generators
+    of one class) saw overlapping rows and adds up (sequential composition)."""
+    labels = [c.class_label for c in cards]
+    disjoint = None not in labels and len(set(labels)) == len(labels)
+    claims = [(c.epsilon, c.delta) for c in cards]
+    return parallel(claims) if disjoint else sequential(claims)
+
+
+@dataclass
+class GeneratorSet:
+    """The generators one silo fitted, with their local (never shipped) reports."""
+
+    schema: Schema
+    family: str
+    generators: list[Generator]
+    reports: list[FitReport] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # messages for classes without a generator
+
+    @property
+    def cards(self) -> list[GeneratorCard]:
+        return [g.card for g in self.generators]
+
+    @property
+    def epsilon(self) -> float:
+        return set_cost(self.cards)[0]
+
+    @property
+    def delta(self) -> float:
+        return set_cost(self.cards)[1]
+
+    def save(self, out_dir: str, **extra: object) -> None:
+        from fedsynth.generators.io import write_generator_set
+
+        write_generator_set(out_dir, self.schema, self.generators, extra=extra)
+
+    def as_loaded(self, source: str = "local") -> list[Generator]:
+        for g in self.generators:
+            g.source = source
+        return list(self.generators)
+
+
+def make_card(
+    family: str,
+    spec: FamilySpec,
+    schema: Schema,
+    class_label: str | None,
+    claim: PrivacyClaim,
+    tensors: dict[str, np.ndarray],
+    *,
+    structure: dict[str, Any] | None = None,
+    scope: str = "silo",
+) -> GeneratorCard:
+    """The card of a freshly fitted generator (its sha256 is of the exact bytes that will ship)."""
+    return GeneratorCard(
+        family=family,
+        spec=spec.to_dict(),
+        schema_hash=schema.hash(),
+        class_label=class_label,
+        privacy=claim,
+        weights_sha256=sha256_bytes(tensors_to_bytes(tensors, family)),
+        structure=structure or {},
+        scope=scope,
+    )
+
+
+def classes_of(g: Generator, schema: Schema) -> tuple[str, ...]:
+    """The classes a generator can draw: its card's class, or every class for a joint model."""
+    return schema.classes if g.card.class_label is None else (g.card.class_label,)
+
+
+def check_output(g: Generator, schema: Schema, n: int = 256) -> None:
+    """Draw a fixed batch per class and refuse non-finite or out-of-domain output.
+
+    Finite weights can still decode to NaN (e.g. ±1e30 weights): every family's ``sample``
+    refuses non-finite raw output, and the frame must validate against the schema."""
+    for c in classes_of(g, schema):
+        try:
+            df = g.sample(n, condition=c, seed=0)
+        except ArtifactError:
+            raise
+        except (ValueError, RuntimeError, FloatingPointError, OverflowError) as e:
+            raise ArtifactError(f"generator failed to sample class {c!r}: {e}") from None
+        if len(df) != n:
+            raise ArtifactError(f"generator returned {len(df)} rows for {n} requested")
+        try:
+            validate_frame(df, schema)
+        except SchemaError as e:
+            raise ArtifactError(f"generator output is invalid: {e}") from None
+        if not (df[schema.target].astype(str) == c).all():
+            raise ArtifactError(f"generator asked for class {c!r} returned other classes")
+
+
+#: Built-in families: kind -> module exposing ``FAMILY`` (imported on first use, so a command
+#: pays only for the families it touches).
+BUILTIN: dict[str, str] = {
+    "dp-vae/1": "fedsynth.generators.vae.family",
+    "dp-gan/1": "fedsynth.generators.gan.family",
+    "pgm/1": "fedsynth.generators.pgm.family",
+    "dp-diffusion/1": "fedsynth.generators.diffusion.family",
+}
+ALIASES: dict[str, str] = {
+    "vae": "dp-vae/1",
+    "gan": "dp-gan/1",
+    "pgm": "pgm/1",
+    "diffusion": "dp-diffusion/1",
+}
+_REGISTERED: dict[str, GeneratorFamily] = {}
+
+
+def register(family: GeneratorFamily) -> None:
+    """Register a third-party family (its ``kind`` must be new)."""
+    if family.kind in BUILTIN or family.kind in _REGISTERED:
+        raise ValueError(f"family kind {family.kind!r} is already registered")
+    _REGISTERED[family.kind] = family
+
+
+def family_kinds() -> list[str]:
+    return [*BUILTIN, *_REGISTERED]
+
+
+def resolve_kind(name: str) -> str:
+    kind = ALIASES.get(name, name)
+    if kind not in BUILTIN and kind not in _REGISTERED:
+        raise UnknownFamilyError(
+            f"unknown generator family {name!r}; known: {', '.join(family_kinds())} "
+            f"(short names: {', '.join(ALIASES)})"
+        )
+    return kind
+
+
+def get_family(name: str) -> GeneratorFamily:
+    """A family by kind (``"dp-vae/1"``) or short name (``"vae"``)."""
+    kind = resolve_kind(name)
+    if kind in _REGISTERED:
+        return _REGISTERED[kind]
+    fam: GeneratorFamily = importlib.import_module(BUILTIN[kind]).FAMILY
+    _REGISTERED[kind] = fam
+    return fam
+
+
+__all__ = [
+    "ALIASES",
+    "BUILTIN",
+    "FamilySpec",
+    "FitReport",
+    "Generator",
+    "GeneratorFamily",
+    "GeneratorSet",
+    "LogLikelihood",
+    "RandomStreams",
+    "SpecError",
+    "TooFewRowsError",
+    "UnknownFamilyError",
+    "check_output",
+    "classes_of",
+    "family_kinds",
+    "get_family",
+    "make_card",
+    "register",
+    "resolve_kind",
+    "set_cost",
+    "streams",
+]
