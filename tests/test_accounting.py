@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent, ZCDpEvent, pld, rdp
 from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
+from fedsynth.generators.nets import DecoderSpec
 from opacus.accountants import RDPAccountant
 
 from fedsynth.generators import vae as vae_mod
-from fedsynth.generators.nets import DecoderSpec
 from fedsynth.generators.vae import VAEConfig, plan_steps, train_class_vae
 from fedsynth.privacy.dpsgd import calibrate_noise, epsilon_spent, rdp_curve
 from fedsynth.privacy.zcdp import cdp_delta, cdp_eps, cdp_rho, gaussian_rho
@@ -224,14 +224,14 @@ def test_zcdp_rejects_bad_input() -> None:
 
 
 # --------------------------------------------------------------------------------------------
-# The FLAIM core's zCDP accounting (fedsynth.flaim.accounting): same conversions, exact ledger
+# The FLAIM core's zCDP accounting (now in fedsynth.privacy.zcdp): conversions, exact ledger
 # --------------------------------------------------------------------------------------------
-from fedsynth.flaim import accounting as flaim_acc  # noqa: E402
+from fedsynth.privacy import zcdp  # noqa: E402
 
 
 @pytest.mark.parametrize(("eps", "delta"), [(0.1, 1e-6), (1.0, 1e-6), (1.0, 1e-9), (3.0, 1e-5), (10.0, 1e-8)])
 def test_flaim_zcdp_conversions_match_reference(eps: float, delta: float) -> None:
-    rho = flaim_acc.cdp_rho(eps, delta)
+    rho = zcdp.cdp_rho(eps, delta)
     assert rho == pytest.approx(cdp_rho(eps, delta), rel=1e-6)
     # Converting the budget back never claims more than (ε, δ) — checked with dp-accounting too.
     assert cdp_delta(rho, eps) <= delta * (1 + 1e-6)
@@ -244,12 +244,12 @@ def test_flaim_zcdp_conversions_match_reference(eps: float, delta: float) -> Non
 
 @pytest.mark.parametrize(("rounds", "d", "alpha"), [(10, 14, 0.9), (1, 1, 0.5), (64, 30, 0.95)])
 def test_flaim_fixed_t_calibration_spends_exactly_the_budget(rounds: int, d: int, alpha: float) -> None:
-    rho = flaim_acc.cdp_rho(1.0, 1e-6)
-    cal = flaim_acc.fixed_t_calibration(rho, rounds, d, alpha)
+    rho = zcdp.cdp_rho(1.0, 1e-6)
+    cal = zcdp.fixed_t_calibration(rho, rounds, d, alpha)
     # σ = √((T+d)/(2αρ)), ε_exp = √(8(1−α)ρ/T) (design.md §2)
     assert cal.sigma == pytest.approx(math.sqrt((rounds + d) / (2 * alpha * rho)), rel=1e-12)
     assert cal.epsilon_select == pytest.approx(math.sqrt(8 * (1 - alpha) * rho / rounds), rel=1e-12)
-    ledger = flaim_acc.Budget(rho)
+    ledger = zcdp.Budget(rho)
     for i in range(d):
         ledger.gaussian(cal.sigma, f"1-way {i}")
     for t in range(rounds):
@@ -258,16 +258,23 @@ def test_flaim_fixed_t_calibration_spends_exactly_the_budget(rounds: int, d: int
     assert ledger.used == pytest.approx(rho, rel=1e-9)
     assert ledger.used <= rho * (1 + 1e-9)  # total ρ never exceeds the budget
     assert cdp_eps(ledger.used, 1e-6) <= 1.0 + 1e-6
-    with pytest.raises(flaim_acc.BudgetError):
+    with pytest.raises(zcdp.BudgetError):
         ledger.gaussian(cal.sigma, "one measurement too many")
 
 
 def test_flaim_mechanism_rhos() -> None:
-    assert flaim_acc.gaussian_rho(4.530877117) == pytest.approx(gaussian_rho(4.530877117))
-    assert flaim_acc.exponential_rho(0.4) == pytest.approx(0.4**2 / 8)
-    measure = pytest.importorskip("fedsynth.flaim.measure")
+    assert zcdp.gaussian_rho(4.530877117) == pytest.approx(gaussian_rho(4.530877117))
+    assert zcdp.exponential_rho(0.4) == pytest.approx(0.4**2 / 8)
     for sigma in [1.0, 3.0, 30.0]:
         # Integer (Skellam) noise of the same variance is never cheaper than Gaussian noise,
         # and converges to it for large σ.
-        assert measure.skellam_rho(sigma) >= gaussian_rho(sigma)
-    assert measure.skellam_rho(1000.0) == pytest.approx(gaussian_rho(1000.0), rel=1e-5)
+        assert zcdp.skellam_rho(sigma) >= gaussian_rho(sigma)
+    assert zcdp.skellam_rho(1000.0) == pytest.approx(gaussian_rho(1000.0), rel=1e-5)
+
+
+def test_budget_error_is_the_projects_privacy_parameter_error() -> None:
+    from fedsynth.privacy.target import PrivacyParameterError
+
+    assert issubclass(zcdp.BudgetError, PrivacyParameterError)
+    with pytest.raises(PrivacyParameterError, match="delta"):
+        zcdp.cdp_rho(1.0, 1.5)

@@ -10,7 +10,6 @@ import pandas as pd
 import pytest
 
 from fedsynth.data.partition import PartitionError
-from fedsynth.flaim import accounting as acc
 from fedsynth.flaim.aim import run_aim
 from fedsynth.flaim.domain import DomainError, FlaimDomain, discretise
 from fedsynth.flaim.measure import marginal_counts
@@ -18,13 +17,14 @@ from fedsynth.flaim.model import Measurement, ModelSizeError, fit
 from fedsynth.flaim.runner import ALL_METHODS, FlaimData, run
 from fedsynth.flaim.workload import all_kway, candidate_weights, downward_closure
 from fedsynth.privacy import zcdp
+from fedsynth.privacy.target import PrivacyParameterError
 from fedsynth.secagg.secure_sum import plain_sum
 
 
 # ---------------------------------------------------------------- accounting
 @pytest.mark.parametrize("eps,delta", [(1.0, 1e-5), (3.0, 1e-9), (0.1, 1e-6)])
 def test_cdp_rho_is_tight(eps: float, delta: float) -> None:
-    rho = acc.cdp_rho(eps, delta)
+    rho = zcdp.cdp_rho(eps, delta)
     assert zcdp.cdp_delta(rho, eps) <= delta
     assert zcdp.cdp_delta(rho * 1.01, eps) > delta  # the largest such ρ
     assert zcdp.cdp_eps(rho, delta) == pytest.approx(eps, rel=1e-6)
@@ -32,31 +32,31 @@ def test_cdp_rho_is_tight(eps: float, delta: float) -> None:
 
 def test_cdp_rho_known_value() -> None:
     # Textbook bound ε = ρ + 2√(ρ log 1/δ) is looser than the exact conversion: ρ must beat it.
-    rho = acc.cdp_rho(1.0, 1e-5)
+    rho = zcdp.cdp_rho(1.0, 1e-5)
     loose = (math.sqrt(math.log(1e5) + 1) - math.sqrt(math.log(1e5))) ** 2
     assert loose < rho < 0.05
 
 
 @pytest.mark.parametrize("T,d,alpha", [(10, 14, 0.9), (3, 5, 0.5), (1, 1, 0.99)])
 def test_fixed_t_calibration_reproduces_formulas_and_spends_rho(T: int, d: int, alpha: float) -> None:
-    rho = acc.cdp_rho(1.0, 1e-5)
-    cal = acc.fixed_t_calibration(rho, T, d, alpha)
+    rho = zcdp.cdp_rho(1.0, 1e-5)
+    cal = zcdp.fixed_t_calibration(rho, T, d, alpha)
     assert cal.sigma == pytest.approx(math.sqrt((T + d) / (2 * alpha * rho)))
     assert cal.epsilon_select == pytest.approx(math.sqrt(8 * (1 - alpha) * rho / T))
-    b = acc.Budget(rho)
+    b = zcdp.Budget(rho)
     for _ in range(T + d):
         b.gaussian(cal.sigma, "m")
     for _ in range(T):
         b.exponential(cal.epsilon_select, "s")
     assert b.used == pytest.approx(rho, rel=1e-9)
-    with pytest.raises(acc.BudgetError):
+    with pytest.raises(zcdp.BudgetError):
         b.gaussian(cal.sigma, "one too many")
 
 
 @pytest.mark.parametrize("eps", [0.0, -1.0, float("nan"), float("inf")])
 def test_bad_epsilon_refused(eps: float) -> None:
-    with pytest.raises(acc.BudgetError):
-        acc.cdp_rho(eps, 1e-5)
+    with pytest.raises(PrivacyParameterError):
+        zcdp.cdp_rho(eps, 1e-5)
 
 
 # ---------------------------------------------------------------- counts and workloads
@@ -111,7 +111,7 @@ def test_estimation_recovers_exact_marginals() -> None:
 
 def test_adaptive_aim_never_exceeds_budget() -> None:
     d = _toy()
-    rho = acc.cdp_rho(1.0, 1e-5)
+    rho = zcdp.cdp_rho(1.0, 1e-5)
     res = run_aim(d.train, d.domain.sizes, all_kway(d.domain.attrs, 3), epsilon=1.0, rounds=None, seed=1)
     assert res.budget.rho == pytest.approx(rho)
     assert res.budget.used <= rho * (1 + 1e-9)
@@ -226,14 +226,14 @@ def test_client_draws_are_secret_unless_replaying() -> None:
 def test_ours_split_the_measurement_budget_exactly(w1: float) -> None:
     """flaim-sa: d one-ways at w₁·r and the selected marginals at r use exactly αρ (Skellam bound);
     flaim-ta: each marginal's ρ_q is its preview (β) plus its single final release (1 − β)."""
-    from fedsynth.flaim.measure import skellam_rho
     from fedsynth.flaim.methods import Context, make_method
     from fedsynth.flaim.workload import make_workload
+    from fedsynth.privacy.zcdp import skellam_rho
 
     d = _toy()
     sizes = d.domain.sizes
     ctx = Context(sizes, make_workload(d.domain.attrs, "all-2way"), 1.0, 1e-5, 4, 0.5, oneway_weight=w1)
-    rho = acc.cdp_rho(1.0, 1e-5)
+    rho = zcdp.cdp_rho(1.0, 1e-5)
     sa = make_method("flaim-sa", ctx).init_state()
     ru = sa.extra["rho_unit"]
     assert len(sizes) * ru[1] + 4 * ru[2] == pytest.approx(ctx.alpha * rho)

@@ -9,10 +9,10 @@ Round t of AIM on data D with current model M̂:
 3. measure y = M_q(D) + N(0, σ²I) and refit Private-PGM warm-started on all measurements.
 
 Initialisation measures every one-way marginal at σ. Fixed-T mode uses the calibration of
-:func:`~fedsynth.flaim.accounting.fixed_t_calibration`; adaptive mode (AIM's own) starts with
+:func:`~fedsynth.privacy.zcdp.fixed_t_calibration`; adaptive mode (AIM's own) starts with
 T₀ = 16d, halves σ and doubles ε_exp when the measured marginal moved the model by less than its
 expected noise √(2/π)·σ·|Ω_q|, and spends exactly what is left in its last round. Every spend
-goes through :class:`~fedsynth.flaim.accounting.Budget`, which refuses to exceed ρ.
+goes through :class:`~fedsynth.privacy.zcdp.Budget`, which refuses to exceed ρ.
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from fedsynth.flaim import model as pgm
-from fedsynth.flaim.accounting import Budget, cdp_rho, check_eps_delta, fixed_t_calibration
 from fedsynth.flaim.measure import marginal_counts
 from fedsynth.flaim.workload import Clique, candidate_weights
+from fedsynth.privacy.target import check_epsilon_delta
+from fedsynth.privacy.zcdp import Budget, cdp_rho, exponential_rho, fixed_t_calibration, gaussian_rho
 
 
-def exponential_mechanism(scores: np.ndarray, eps: float, sensitivity: float,
-                          rng: np.random.Generator) -> int:
+def exponential_mechanism(
+    scores: np.ndarray, eps: float, sensitivity: float, rng: np.random.Generator
+) -> int:
     """Sample index i with probability ∝ exp(ε·u_i/(2Δ)) (Gumbel-max, numerically stable)."""
     logits = eps * np.asarray(scores, dtype=float) / (2.0 * sensitivity)
     return int(np.argmax(logits + rng.gumbel(size=len(logits))))
@@ -79,7 +81,8 @@ def check_domain_fits(sizes: dict[str, int], max_model_mb: float) -> None:
     if need > max_model_mb:
         raise pgm.ModelSizeError(
             f"the domain needs {need:.1f} MB for its one-way marginals alone, over the model-size cap of "
-            f"{max_model_mb} MB; coarsen the binning or raise the cap")
+            f"{max_model_mb} MB; coarsen the binning or raise the cap"
+        )
 
 
 def estimate_total(measurements: list[pgm.Measurement]) -> float:
@@ -113,8 +116,18 @@ def run_aim(
     pool = candidates if candidates is not None else list(candidate_weights(workload, attrs))
     answers = {q: marginal_counts(codes, sizes, q, attrs) for q in {*pool, *((a,) for a in attrs)}}
     return aim_on_answers(
-        answers, sizes, workload, epsilon=epsilon, delta=delta, rounds=rounds, alpha=alpha,
-        max_model_mb=max_model_mb, iters=iters, round_iters=round_iters, seed=seed, engine=engine,
+        answers,
+        sizes,
+        workload,
+        epsilon=epsilon,
+        delta=delta,
+        rounds=rounds,
+        alpha=alpha,
+        max_model_mb=max_model_mb,
+        iters=iters,
+        round_iters=round_iters,
+        seed=seed,
+        engine=engine,
         candidates=candidates,
     )
 
@@ -140,7 +153,7 @@ def aim_on_answers(
     selection to a subset of the workload's downward closure (weights still come from the whole
     workload); ``None`` = the whole closure. The privacy guarantee is AIM's, for the dataset D the
     answers were counted on. ``seed=None`` draws the mechanisms' noise from OS entropy."""
-    check_eps_delta(epsilon, delta)
+    check_epsilon_delta(epsilon, delta)
     check_domain_fits(sizes, max_model_mb)
     attrs = tuple(sizes)
     rng = np.random.default_rng(seed)
@@ -162,13 +175,12 @@ def aim_on_answers(
     cands = list(weights)
     wmax = max(weights.values())
     d = len(attrs)
+    # adaptive: start as if ρ were spread over T₀ = 16d rounds of one measurement + one selection
     if rounds is None:
-        t0 = 16 * d
-        sigma = math.sqrt(t0 / (2 * alpha * rho))
-        eps = math.sqrt(8 * (1 - alpha) * rho / t0)
+        cal = fixed_t_calibration(rho, 16 * d, 0, alpha)
     else:
         cal = fixed_t_calibration(rho, rounds, d, alpha)
-        sigma, eps = cal.sigma, cal.epsilon_select
+    sigma, eps = cal.sigma, cal.epsilon_select
     meas = []
     for a in attrs:
         budget.gaussian(sigma, f"one-way {a}")
@@ -184,11 +196,10 @@ def aim_on_answers(
         t += 1
         last = False
         if rounds is None:
-            step = 1 / (2 * sigma**2) + eps**2 / 8
+            step = gaussian_rho(sigma) + exponential_rho(eps)
             if budget.remaining < 2 * step:  # spend exactly what is left, then stop
-                rem = budget.remaining
-                sigma = math.sqrt(1 / (2 * alpha * rem))
-                eps = math.sqrt(8 * (1 - alpha) * rem)
+                last_cal = fixed_t_calibration(budget.remaining, 1, 0, alpha)  # one round's worth
+                sigma, eps = last_cal.sigma, last_cal.epsilon_select
                 last = True
         else:
             last = t == rounds
@@ -198,8 +209,12 @@ def aim_on_answers(
         feas = filt.feasible(model, limit)
         if not feas:
             raise pgm.ModelSizeError(f"no candidate marginal fits under the {limit:.2f} MB model-size cap")
-        scores = np.array([weights[q] * (np.abs(answers[q] - model.counts(q)).sum()
-                                         - bias(sigma, len(answers[q]))) for q in feas])
+        scores = np.array(
+            [
+                weights[q] * (np.abs(answers[q] - model.counts(q)).sum() - bias(sigma, len(answers[q])))
+                for q in feas
+            ]
+        )
         q = feas[exponential_mechanism(scores, eps, wmax, rng)]
         selected.append(q)
         y = answers[q] + rng.normal(0, sigma, len(answers[q]))

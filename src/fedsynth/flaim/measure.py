@@ -11,18 +11,18 @@ cell above 65,535 does not wrap (the FLAIM reference stored answers as uint16).
   holds the noisy answer and nobody (the server included) sees an exact count. Privacy of the
   Skellam mechanism (Agarwal, Kairouz, Liu 2021): for Δ₁ = Δ₂ = 1 per marginal it is
   (α, α/(2μ) + min((2α−1+6)/(4μ²), 3/(2μ)))-RDP, bounded by ρ-zCDP with
-  ρ = 1/(2σ²) + 7/(4σ⁴) (:func:`skellam_rho`).
+  ρ = 1/(2σ²) + 7/(4σ⁴) (:func:`fedsynth.privacy.zcdp.skellam_rho`; ρ arithmetic lives in
+  :mod:`fedsynth.privacy.zcdp`).
 """
 
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
 
-def marginal_counts(codes: np.ndarray, sizes: dict[str, int], attrs: tuple[str, ...],
-                    columns: tuple[str, ...]) -> np.ndarray:
+def marginal_counts(
+    codes: np.ndarray, sizes: dict[str, int], attrs: tuple[str, ...], columns: tuple[str, ...]
+) -> np.ndarray:
     """int64 histogram of ``codes`` (n, d) over ``attrs`` (flattened, row-major)."""
     shape = tuple(sizes[a] for a in attrs)
     n_cells = int(np.prod(shape, dtype=np.int64))
@@ -34,32 +34,7 @@ def marginal_counts(codes: np.ndarray, sizes: dict[str, int], attrs: tuple[str, 
     return np.bincount(idx, minlength=n_cells).astype(np.int64)
 
 
-def gaussian_noise(shape: int | tuple[int, ...], sigma: float, rng: np.random.Generator) -> np.ndarray:
-    return rng.normal(0.0, sigma, size=shape)
-
-
 def skellam_share(shape: int | tuple[int, ...], variance: float, rng: np.random.Generator) -> np.ndarray:
     """Integer noise share with mean 0 and the given variance (Skellam: difference of Poissons)."""
     lam = variance / 2.0
     return (rng.poisson(lam, size=shape) - rng.poisson(lam, size=shape)).astype(np.int64)
-
-
-def skellam_rho(sigma: float) -> float:
-    """zCDP ρ bounding the Skellam mechanism with variance σ² and unit L1/L2 sensitivity.
-
-    RDP: ε(α) ≤ α/(2σ²) + min(((2α−1) + 6)/(4σ⁴), 3/(2σ²)) ≤ α·(1/(2σ²) + 7/(4σ⁴)) for α ≥ 1.
-    """
-    return 1.0 / (2 * sigma**2) + 7.0 / (4 * sigma**4)
-
-
-def skellam_sigma(rho: float) -> float:
-    """The σ whose Skellam bound :func:`skellam_rho` equals ``rho`` (it decreases in σ; bisection)."""
-    if not rho > 0:
-        raise ValueError(f"rho must be > 0, got {rho}")
-    lo, hi = math.sqrt(1 / (2 * rho)), math.sqrt(1 / (2 * rho)) + 10.0  # ρ_sk(lo) > ρ
-    while skellam_rho(hi) > rho:
-        hi *= 2
-    for _ in range(200):
-        mid = (lo + hi) / 2
-        lo, hi = (mid, hi) if skellam_rho(mid) > rho else (lo, mid)
-    return hi

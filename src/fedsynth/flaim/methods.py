@@ -48,7 +48,6 @@ from typing import Any
 import numpy as np
 
 from fedsynth.flaim import model as pgm
-from fedsynth.flaim.accounting import Budget, cdp_rho, check_eps_delta, fixed_t_calibration
 from fedsynth.flaim.aim import (
     CandidateFilter,
     aim_on_answers,
@@ -56,8 +55,10 @@ from fedsynth.flaim.aim import (
     check_domain_fits,
     exponential_mechanism,
 )
-from fedsynth.flaim.measure import marginal_counts, skellam_share, skellam_sigma
+from fedsynth.flaim.measure import marginal_counts, skellam_share
 from fedsynth.flaim.workload import Clique, candidate_pool, candidate_weights
+from fedsynth.privacy.target import check_epsilon_delta
+from fedsynth.privacy.zcdp import Budget, cdp_rho, fixed_t_calibration, gaussian_sigma, skellam_sigma
 
 METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa", "flaim-ta", "flaim-da")
 _STEP_IDS = {"oneway": 0, "vote": 1, "answer": 2, "answers": 3}
@@ -135,7 +136,7 @@ class FederatedMethod:
     n_extra_measurements = 0  # besides T: charged at σ by the calibration (d by default)
 
     def __init__(self, ctx: Context):
-        check_eps_delta(ctx.epsilon, ctx.delta)
+        check_epsilon_delta(ctx.epsilon, ctx.delta)
         if ctx.rounds < 1:
             raise ValueError(f"rounds must be >= 1, got {ctx.rounds}")
         if not 0 < ctx.participation <= 1:
@@ -714,8 +715,8 @@ class FlaimTA(FlaimSA):
             raise ValueError(f"preview_share must be in (0, 1), got {b}")
         ru = st.extra["rho_unit"]
         # Gaussian: ρ = 1/(2σ²); previews at β·ρ_q, the final release at (1 − β)·ρ_q
-        st.extra["sigmas"] = {k: 1 / math.sqrt(2 * b * v) for k, v in ru.items()}  # previews
-        st.extra["sig_final"] = {k: 1 / math.sqrt(2 * (1 - b) * v) for k, v in ru.items()}
+        st.extra["sigmas"] = {k: gaussian_sigma(b * v) for k, v in ru.items()}  # previews
+        st.extra["sig_final"] = {k: gaussian_sigma((1 - b) * v) for k, v in ru.items()}
         st.sigma = st.extra["sigmas"][2]
         st.extra["exact"] = {}  # server-private: never broadcast, released once in finish()
         return st
