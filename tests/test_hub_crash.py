@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from fedsynth.exchange.client import HubAdmin, HubClient, HubError
+from fedsynth.exchange.hub.settings import FAULT_DELAY_ENV
 from fedsynth.exchange.process import RunningHub
-from fedsynth.exchange.service import FAULT_DELAY_ENV
 from tests.conftest_hub import BACKENDS, make_set, start_hub, tiny_schema, tiny_spec
 
 

@@ -37,7 +37,8 @@ def serve(
     import uvicorn
 
     from fedsynth.exchange.db import migrate as run_migrations
-    from fedsynth.exchange.service import create_app, settings_from_env
+    from fedsynth.exchange.hub.app import create_app
+    from fedsynth.exchange.hub.settings import settings_from_env
 
     if (tls_cert is None) != (tls_key is None):
         raise ValueError("--tls-cert and --tls-key must be given together")
