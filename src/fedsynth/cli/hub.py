@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -101,18 +102,24 @@ def create_federation_cmd(
     max_epsilon: float = typer.Option(1.5, "--max-epsilon"),
     max_delta: float = typer.Option(1e-5, "--max-delta"),
     silo_budget: float = typer.Option(3.0, "--silo-budget", help="cumulative ε per silo over all its pushes"),
-    latent_dim: int = typer.Option(8, "--latent-dim"),
-    hidden: str = typer.Option("64,64", "--hidden", help="encoder hidden sizes; the decoder mirrors them"),
+    families: list[str] = typer.Option(
+        ["vae"], "--families", help="accepted families (repeat or comma-separate): vae, gan, pgm, diffusion"
+    ),
+    latent_dim: int = typer.Option(8, "--latent-dim", help="vae: latent size"),
+    hidden: str = typer.Option(
+        "64,64", "--hidden", help="vae: encoder hidden sizes; the decoder mirrors them"
+    ),
     admin_token: str | None = typer.Option(None, "--admin-token", help=f"default: ${ADMIN_TOKEN_ENV}"),
     ca_cert: Path | None = typer.Option(None, "--ca-cert", help="CA bundle to verify the hub's TLS cert"),
 ) -> None:
-    """Create a federation: schema, decoder spec and privacy requirements."""
+    """Create a federation: schema, accepted generator families with their specs, privacy caps."""
 
     def go() -> None:
-        from fedsynth.data.encoders import TableEncoder
+        import dataclasses
+
         from fedsynth.data.schema import load_schema
         from fedsynth.exchange.client import HubAdmin
-        from fedsynth.generators.vae import VAEConfig
+        from fedsynth.generators.base import get_family
 
         if (schema is None) == (dataset is None):
             raise ValueError("give exactly one of --schema FILE or --dataset NAME")
@@ -126,15 +133,29 @@ def create_federation_cmd(
             hid = tuple(int(h) for h in hidden.split(",") if h.strip())
         except ValueError:
             raise ValueError(f"--hidden must be comma-separated integers, got {hidden!r}") from None
-        spec = VAEConfig(latent_dim=latent_dim, hidden=hid).decoder_spec(TableEncoder(sch).layout())
+        specs: dict[str, dict] = {}
+        for fname in (f.strip() for item in families for f in item.split(",") if f.strip()):
+            fam = get_family(fname)
+            cfg = fam.default_config(dataset)
+            if fam.kind == "dp-vae/1":
+                cfg = dataclasses.replace(cfg, latent_dim=latent_dim, hidden=hid)
+            specs[fam.kind] = fam.spec_for(sch, cfg).to_dict()
+        if not specs:
+            raise ValueError("--families needs at least one family")
         with HubAdmin(hub, _admin_token(admin_token), verify=_verify(ca_cert)) as adm:
             req = adm.create_federation(
-                name, sch, spec, max_epsilon=max_epsilon, max_delta=max_delta, silo_epsilon_budget=silo_budget
+                name,
+                sch,
+                specs,
+                max_epsilon=max_epsilon,
+                max_delta=max_delta,
+                silo_epsilon_budget=silo_budget,
             )
         out.print(
             f"federation {req.federation!r}: {len(req.schema.columns)} columns, target "
             f"{req.schema.target!r}, ε ≤ {req.max_epsilon:g}, δ ≤ {req.max_delta:g}, "
-            f"silo budget ε {req.silo_epsilon_budget:g}, schema hash {req.schema.hash()[:12]}"
+            f"silo budget ε {req.silo_epsilon_budget:g}, schema hash {req.schema.hash()[:12]}, "
+            f"families {', '.join(req.families)}"
         )
 
     _run(go)
@@ -173,6 +194,9 @@ def push_cmd(
     max_steps: int | None = typer.Option(None, "--max-steps"),
     seed: int = typer.Option(0, "--seed"),
     ca_cert: Path | None = typer.Option(None, "--ca-cert"),
+    generator: str | None = typer.Option(
+        None, "--generator", help="family to train (vae, gan, pgm, diffusion); default: the hub's first"
+    ),
 ) -> None:
     """Subscribe, train DP generators to the hub's requirements, push them."""
 
@@ -182,9 +206,8 @@ def push_cmd(
         from fedsynth.data.datasets import load_table
         from fedsynth.data.schema import validate_frame
         from fedsynth.exchange.client import HubClient
-        from fedsynth.generators.sgde import fit_generator_set
-        from fedsynth.generators.vae import VAEConfig
-        from fedsynth.privacy.dpsgd import default_delta
+        from fedsynth.generators.base import get_family
+        from fedsynth.privacy.target import PrivacyTarget, default_delta
 
         with HubClient(hub, _silo_token(token), verify=_verify(ca_cert)) as cli:
             req = cli.subscribe()
@@ -206,28 +229,26 @@ def push_cmd(
             dl = delta if delta is not None else min(req.max_delta, default_delta(int(counts.min())))
             if dl > req.max_delta:
                 raise ValueError(f"--delta {dl:g} exceeds the federation's cap {req.max_delta:g}")
-            cfg = VAEConfig()
+            fam = get_family(generator or next(iter(req.families)))
+            spec = fam.spec_from_dict(req.spec(fam.kind), req.schema)  # refuses a family not accepted
+            cfg = fam.default_config(None)
             over = {k: v for k, v in (("epochs", epochs), ("max_steps", max_steps)) if v is not None}
+            unknown = [k for k in over if k not in {f.name for f in dataclasses.fields(cfg)}]
+            if unknown:
+                raise ValueError(f"--{unknown[0].replace('_', '-')} does not apply to family {fam.kind}")
             cfg = dataclasses.replace(cfg, **over)
             console.print(
-                f"federation {req.federation!r} as silo {cli.silo!r}: training {len(counts)} class "
-                f"generators at ε = {eps:g}, δ = {dl:g} on {len(df)} rows"
+                f"federation {req.federation!r} as silo {cli.silo!r}: training {fam.kind} generators "
+                f"at ε = {eps:g}, δ = {dl:g} on {len(df)} rows"
             )
             with progress() as prog:
-                task = prog.add_task("training", total=len(counts))
+                task = prog.add_task("training", total=None)
 
-                def on_class(cls: str, rep: object) -> None:
-                    prog.update(task, advance=1, description=f"trained class {cls}")
+                def on_fit(rep: Any) -> None:
+                    prog.update(task, advance=1, description=f"trained {rep.class_label or 'joint model'}")
 
-                gset = fit_generator_set(
-                    df,
-                    req.schema,
-                    epsilon=eps,
-                    delta=dl,
-                    config=cfg,
-                    spec=req.spec,
-                    seed=seed,
-                    on_class=on_class,
+                gset = fam.fit(
+                    df, req.schema, PrivacyTarget(eps, dl), cfg, spec=spec, seed=seed, on_fit=on_fit
                 )
             for msg in gset.skipped:
                 console.print(f"[yellow]warning:[/] {msg}")
@@ -269,7 +290,7 @@ def pull_cmd(
 
     def go() -> None:
         from fedsynth.exchange.client import HubClient
-        from fedsynth.generators.sgde import GeneratorPool
+        from fedsynth.generators.pool import GeneratorPool
 
         refuse_existing(out_path, overwrite)
         with HubClient(hub, _silo_token(token), verify=_verify(ca_cert)) as cli:

@@ -57,10 +57,39 @@ PAPER_TABLE_I: dict[str, dict[str, dict[str, float]]] = {
 }
 
 
+DEFAULT_GENERATOR = "vae"
+GENERATOR_HELP = "generator family: vae, gan, pgm, diffusion (or a kind such as dp-vae/1)"
+
+
+def claims_table(title: str, reports: list[Any]) -> Table:
+    """One row per fitted generator: rows, the accountant's (ε, δ) and the parameters behind it."""
+    t = Table(title=title)
+    for col in ("class", "rows", "ε (accountant)", "δ", "mechanism", "parameters", "seconds"):
+        t.add_column(col)
+    for r in reports:
+        c = r.claim
+        if c.mechanism == "dp-sgd":
+            params = f"σ={c.noise_multiplier:.3f} q={c.sample_rate:.4f} steps={c.steps}"
+        elif c.mechanism == "zcdp":
+            params = f"ρ={c.rho:.4g} σ={c.sigma:.3g} T={c.selections}"
+        else:
+            params = ""
+        t.add_row(
+            str(r.class_label or "(all)"),
+            str(r.n_rows),
+            f"{c.epsilon:.4f}",
+            f"{c.delta:.2g}",
+            c.mechanism,
+            params,
+            f"{r.seconds:.1f}",
+        )
+    return t
+
+
 def _quiet() -> None:
     """Library chatter (Flower's strategy warnings, Opacus hook notices) hides the results."""
     warnings.filterwarnings("ignore")
-    for name in ("flwr", "opacus", "fedsynth.generators.sgde"):
+    for name in ("flwr", "opacus", "fedsynth.generators"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import torch
     from threadpoolctl import threadpool_limits
@@ -102,29 +131,34 @@ def _run_sgde(
     rows: int,
     eval_silos: int | None,
     seed0: int = 0,
-    vae_overrides: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
     hub: bool = False,
     split: str = "equal",
+    generator: str = "vae",
 ) -> dict[str, Any]:
+    import resource
+
     from fedsynth.data.datasets import load_dataset
     from fedsynth.evaluation.sgde_experiment import SGDEConfig, aggregate, run_seed
-    from fedsynth.generators.vae import VAEConfig, preset_for
+    from fedsynth.generators.base import get_family
 
     _quiet()
+    family = get_family(generator)
     runs = []
     t_all = time.perf_counter()
     with progress() as prog:
         for k in range(seeds):
             seed = seed0 + k
             bench = load_dataset(dataset, seed=seed)
-            vae = VAEConfig(**{**preset_for(bench.name).__dict__, **(vae_overrides or {})})
+            gen_cfg = family_config(family, bench.name, overrides)
             cfg = SGDEConfig(
                 silos=silos,
                 fraction=1.0 / silos,
                 epsilon=epsilon,
                 synthetic_rows=rows,
                 eval_silos=eval_silos,
-                vae=vae,
+                generator=family.kind,
+                gen_config=gen_cfg,
                 split=split,
             )
             tasks: dict[str, Any] = {}
@@ -141,6 +175,7 @@ def _run_sgde(
     agg, agg_sd = aggregate(runs)
     return {
         "dataset": dataset,
+        "generator": family.kind,
         "silos": silos,
         "epsilon_target": epsilon,
         "epsilon_spent_max": max(r["epsilon_spent_max"] for r in runs),
@@ -155,6 +190,8 @@ def _run_sgde(
             "per_seed_s": (time.perf_counter() - t_all) / seeds,
             "generators_per_silo_s": sum(r["timing"]["generators_per_silo_s"] for r in runs) / seeds,
         },
+        "artifact_bytes_per_silo": sum(r["artifact_bytes_per_silo"] for r in runs) / seeds,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -163,16 +200,32 @@ def _run_sgde(
     }
 
 
+def family_config(family: Any, dataset: str | None, overrides: dict[str, Any] | None) -> Any:
+    """The family's preset for ``dataset`` with ``--set KEY=JSON`` overrides applied."""
+    import dataclasses
+
+    cfg = family.default_config(dataset)
+    if not overrides:
+        return cfg
+    known = {f.name for f in dataclasses.fields(cfg)}
+    bad = sorted(set(overrides) - known)
+    if bad:
+        raise ValueError(f"unknown {family.name} setting(s) {bad}; known: {sorted(known)}")
+    return dataclasses.replace(cfg, **overrides)
+
+
 def _run_via_hub(bench: Any, cfg: Any, seed: int, cb: Any) -> dict[str, Any]:
     """The same experiment with every generator pushed to and pulled from a real hub process."""
-    from fedsynth.data.encoders import TableEncoder
     from fedsynth.evaluation.exchange import hub_exchange
     from fedsynth.evaluation.sgde_experiment import run_seed
+    from fedsynth.generators.base import get_family
 
-    spec = cfg.vae.decoder_spec(TableEncoder(bench.schema).layout())
+    family = get_family(cfg.generator)
+    families = {family.kind: family.spec_for(bench.schema, cfg.gen_config).to_dict()}
     # δ cap: the SGDE rule δ ≤ 1/(10·|D_c|) holds for every class big enough to train (≥ min_rows)
+    min_rows = int(getattr(cfg.gen_config, "min_rows", 10))
     with hub_exchange(
-        bench.schema, spec, cfg.silos, max_epsilon=1.5 * cfg.epsilon, max_delta=1.0 / (10 * cfg.vae.min_rows)
+        bench.schema, families, cfg.silos, max_epsilon=1.5 * cfg.epsilon, max_delta=1.0 / (10 * min_rows)
     ) as ex:
         console.print(f"hub running at {ex.url} (SQLite); {cfg.silos} silos registered")
         res = run_seed(bench, cfg, seed, progress=cb, exchange=ex)
@@ -198,7 +251,8 @@ def _print_result(res: dict[str, Any]) -> None:
             f"{comm['hub_bytes_pulled_per_silo'] / 1e3:.1f} KB pulled per silo"
         )
     out.print(
-        "privacy: every generator (ε, δ) from the RDP accountant; "
+        f"generator family {res.get('generator', 'dp-vae/1')}; "
+        "privacy: every generator (ε, δ) from its accountant; "
         f"max ε spent = {res['epsilon_spent_max']:.4f}, "
         f"max δ = {res['delta']:.2g}; wall time {res['timing']['total_s']:.1f} s"
     )
@@ -215,6 +269,7 @@ def demo(
     seed: int = 0,
     hub: Annotated[bool, typer.Option("--hub/--no-hub", help="exchange through a real hub process")] = True,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
+    generator: Annotated[str, typer.Option(help=GENERATOR_HELP)] = DEFAULT_GENERATOR,
 ) -> None:
     """Run a whole SGDE federation on this machine and print Local / Federated / Synthetic.
 
@@ -226,7 +281,7 @@ def demo(
             raise ValueError("epsilon must be > 0")
         if json_out:
             refuse_existing(json_out)
-        res = _run_sgde(dataset, silos, 1, epsilon, rows, None, seed0=seed, hub=hub)
+        res = _run_sgde(dataset, silos, 1, epsilon, rows, None, seed0=seed, hub=hub, generator=generator)
         _print_result(res)
         if json_out:
             write_json(json_out, res)
@@ -243,8 +298,10 @@ def bench_sgde(
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
     split: Annotated[str, typer.Option(help="equal (paper) or label-skew:BETA (Dirichlet)")] = "equal",
     set_: Annotated[
-        list[str] | None, typer.Option("--set", help="VAE override KEY=JSON, e.g. epochs=20")
+        list[str] | None, typer.Option("--set", help="family config override KEY=JSON, e.g. epochs=20")
     ] = None,
+    generator: Annotated[str, typer.Option(help=GENERATOR_HELP)] = DEFAULT_GENERATOR,
+    hub: Annotated[bool, typer.Option("--hub/--no-hub", help="exchange through a real hub process")] = False,
 ) -> None:
     """The SGDE paper's experiment (Table I and III layout), mean ± sd over seeds."""
     with user_errors():
@@ -257,7 +314,16 @@ def bench_sgde(
             if isinstance(overrides[k], list):
                 overrides[k] = tuple(overrides[k])
         res = _run_sgde(
-            dataset, silos, seeds, epsilon, rows, eval_silos, vae_overrides=overrides, split=split
+            dataset,
+            silos,
+            seeds,
+            epsilon,
+            rows,
+            eval_silos,
+            overrides=overrides,
+            split=split,
+            generator=generator,
+            hub=hub,
         )
         res["split"] = split
         _print_result(res)
@@ -281,18 +347,20 @@ def train_generators(
         typer.Option("--dp-schema", help="estimate the schema under DP with this ε (added to the total)"),
     ] = None,
     seed: int = 0,
+    generator: Annotated[str, typer.Option(help=GENERATOR_HELP)] = DEFAULT_GENERATOR,
 ) -> None:
-    """Train one DP β-VAE per class on a private table; write only the decoders + cards."""
+    """Train DP generators (default: the default family) on a private table; write only what the
+    generators learned (safetensors tensors + JSON cards)."""
     from fedsynth.data.datasets import load_table
     from fedsynth.data.schema import infer_schema, load_schema
-    from fedsynth.generators.sgde import fit_generator_set
-    from fedsynth.generators.vae import VAEConfig
+    from fedsynth.generators.base import get_family
     from fedsynth.privacy.bounds import coerce_to_schema, dp_schema, total_epsilon
-    from fedsynth.privacy.dpsgd import check_epsilon_delta
+    from fedsynth.privacy.target import PrivacyTarget, check_epsilon_delta
 
     _quiet()
     with user_errors():
         check_epsilon_delta(epsilon, delta)
+        family = get_family(generator)
         if out_dir.exists() and any(out_dir.iterdir()):
             raise FileExistsError(f"{out_dir} exists and is not empty; refusing to overwrite it")
         df = load_table(data)
@@ -315,36 +383,19 @@ def train_generators(
                 "Pass --schema FILE with public bounds, or --dp-schema EPS to estimate them under DP."
             )
         with progress() as prog:
-            task = prog.add_task("training class generators", total=len(schema.classes))
-            gs = fit_generator_set(
+            task = prog.add_task(f"training {family.kind} generators", total=None)
+            gs = family.fit(
                 df,
                 schema,
-                epsilon=epsilon,
-                delta=delta,
-                config=VAEConfig(),
+                PrivacyTarget(epsilon, delta),
+                family.default_config(None),
                 seed=seed,
-                on_class=lambda c, r: prog.advance(task),
+                on_fit=lambda r: prog.advance(task),
             )
         for msg in gs.skipped:
             warn(msg)
         gs.save(str(out_dir))
-        t = Table(title=f"generators written to {out_dir}")
-        for col in ("class", "rows", "ε (accountant)", "δ", "σ", "q", "steps", "seconds"):
-            t.add_column(col)
-        for r in gs.reports:
-            a = r.account
-            assert a is not None
-            t.add_row(
-                r.class_label,
-                str(r.n_rows),
-                f"{a.epsilon:.4f}",
-                f"{a.delta:.2g}",
-                f"{a.noise_multiplier:.3f}",
-                f"{a.sample_rate:.4f}",
-                str(a.steps),
-                f"{r.seconds:.1f}",
-            )
-        out.print(t)
+        out.print(claims_table(f"{family.kind} generators written to {out_dir}", gs.reports))
         out.print(
             f"silo ε (max over classes{', + DP schema' if schema.source == 'dp' else ''}): "
             f"{total_epsilon(schema, gs.epsilon):.4f}"
@@ -358,9 +409,9 @@ def sample(
     out_file: Annotated[Path, typer.Option("--out", help="new CSV file")],
     seed: int = 0,
 ) -> None:
-    """Sample a class-balanced synthetic table from one or more generator sets."""
-    from fedsynth.artifacts.decoder import read_generator_set
-    from fedsynth.generators.sgde import GeneratorPool
+    """Sample a class-balanced synthetic table from one or more generator sets (families may mix)."""
+    from fedsynth.generators.io import read_generator_set
+    from fedsynth.generators.pool import GeneratorPool
 
     _quiet()
     with user_errors():

@@ -1,6 +1,6 @@
 """How the SGDE experiment moves generators between silos.
 
-* :func:`in_process_exchange` — the pool is simply every silo's decoders (benchmarks: fast).
+* :func:`in_process_exchange` — the pool is simply every silo's generators (benchmarks: fast).
 * :class:`HubExchange` — the real protocol: a hub process on 127.0.0.1 (SQLite by default), one
   registered silo per partition; every silo subscribes, pushes its generator set over HTTP and
   pulls the pool back (hash-verified, spec-checked). Bytes pushed and pulled per silo are
@@ -14,14 +14,13 @@ from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from fedsynth.artifacts.decoder import LoadedGenerator
 from fedsynth.data.schema import Schema
-from fedsynth.generators.nets import DecoderSpec
-from fedsynth.generators.sgde import GeneratorSet
+from fedsynth.generators.base import Generator, GeneratorSet
 
 
-def in_process_exchange(sets: list[GeneratorSet]) -> list[LoadedGenerator]:
+def in_process_exchange(sets: list[GeneratorSet]) -> list[Generator]:
     return [g for k, gs in enumerate(sets) for g in gs.as_loaded(f"silo-{k}")]
 
 
@@ -34,7 +33,7 @@ class HubExchange:
     bytes_pushed: list[int] = field(default_factory=list)
     bytes_pulled: list[int] = field(default_factory=list)
 
-    def __call__(self, sets: list[GeneratorSet]) -> list[LoadedGenerator]:
+    def __call__(self, sets: list[GeneratorSet]) -> list[Generator]:
         from fedsynth.exchange.client import HubClient
 
         clients = [HubClient(self.url, t) for t in self.tokens]
@@ -60,7 +59,7 @@ class HubExchange:
 @contextmanager
 def hub_exchange(
     schema: Schema,
-    spec: DecoderSpec,
+    families: dict[str, dict[str, Any]],
     silos: int,
     *,
     max_epsilon: float,
@@ -68,7 +67,8 @@ def hub_exchange(
     db_url: str | None = None,
     store: str | Path | None = None,
 ) -> Iterator[HubExchange]:
-    """Start a hub, create a federation for ``schema``/``spec`` and register ``silos`` silos."""
+    """Start a hub, create a federation for ``schema`` accepting ``families`` (kind -> spec) and
+    register ``silos`` silos."""
     from fedsynth.exchange.client import HubAdmin
     from fedsynth.exchange.process import run_hub
 
@@ -81,7 +81,7 @@ def hub_exchange(
         admin.create_federation(
             "demo",
             schema,
-            spec,
+            families,
             max_epsilon=max_epsilon,
             max_delta=max_delta,
             silo_epsilon_budget=max_epsilon,

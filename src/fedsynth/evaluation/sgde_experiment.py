@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedKFold
 
-from fedsynth.artifacts.decoder import LoadedGenerator
 from fedsynth.data.datasets import BenchmarkData
 from fedsynth.data.encoders import TableEncoder, encode_target
 from fedsynth.data.partition import dirichlet_label_skew, equal_shares, parse_split
@@ -47,8 +46,10 @@ from fedsynth.evaluation.classifiers import (
 from fedsynth.evaluation.exchange import in_process_exchange
 from fedsynth.evaluation.metrics import METRICS, mean_sd, score
 from fedsynth.federated.fedavg import predict_proba, run_fedavg
-from fedsynth.generators.sgde import GeneratorPool, GeneratorSet, fit_generator_set
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.base import Generator, GeneratorSet, get_family
+from fedsynth.generators.io import to_artifact
+from fedsynth.generators.pool import GeneratorPool
+from fedsynth.privacy.target import PrivacyTarget
 
 SCENARIOS = (
     "local",
@@ -71,12 +72,13 @@ class SGDEConfig:
     delta: float | None = None  # None: per-class δ = 1/(10·|D_c|) rounded down
     synthetic_rows: int = 5000
     cv_folds: int = 10
-    vae: VAEConfig = field(default_factory=VAEConfig)
+    generator: str = "dp-vae/1"  # family kind or short name (vae, gan, pgm, diffusion)
+    gen_config: Any = None  # the family's config; None: its preset for the dataset
     eval_silos: int | None = None  # score only the first k silos (all train generators)
 
 
 Progress = Callable[[str, int, int], None]
-Exchange = Callable[[list[GeneratorSet]], list[LoadedGenerator]]
+Exchange = Callable[[list[GeneratorSet]], list[Generator]]
 
 
 def _cv_scores(
@@ -141,17 +143,17 @@ def run_seed(
 
     # 1. every silo trains its generator set (the only thing that leaves a silo)
     t0 = time.perf_counter()
+    family = get_family(cfg.generator)
+    gen_cfg = cfg.gen_config if cfg.gen_config is not None else family.default_config(bench.name)
+    target = PrivacyTarget(cfg.epsilon, cfg.delta)
     sets: list[GeneratorSet] = []
     for i, df in enumerate(silo_frames):
-        sets.append(
-            fit_generator_set(
-                df, s, epsilon=cfg.epsilon, delta=cfg.delta, config=cfg.vae, seed=seed * 100 + i
-            )
-        )
+        sets.append(family.fit(df, s, target, gen_cfg, seed=seed * 100 + i))
         if progress:
             progress("generators", i + 1, cfg.silos)
     timing["generators_total_s"] = time.perf_counter() - t0
     timing["generators_per_silo_s"] = timing["generators_total_s"] / cfg.silos
+    artifact_bytes = [sum(len(c) + len(w) for c, w in map(to_artifact, gs.generators)) for gs in sets]
     t0 = time.perf_counter()
     pool = GeneratorPool(s, exchange(sets))
     timing["exchange_s"] = time.perf_counter() - t0
@@ -230,7 +232,9 @@ def run_seed(
         "scenarios": avg,
         "epsilon_spent_max": max(gs.epsilon for gs in sets),
         "delta_max": max(gs.delta for gs in sets),
+        "family": family.kind,
         "generators": sum(len(gs.cards) for gs in sets),
+        "artifact_bytes_per_silo": float(np.mean(artifact_bytes)),
         "skipped_classes": [m for gs in sets for m in gs.skipped],
         "fedavg_rounds": fed.rounds,
         "fedavg_bytes_per_client_per_round": fed.bytes_per_client_per_round,

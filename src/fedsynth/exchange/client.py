@@ -1,9 +1,10 @@
 """HTTP clients for the hub: :class:`HubClient` (a silo) and :class:`HubAdmin` (the operator).
 
 The silo client never trusts the hub blindly: every downloaded card must hash to the pool's
-``card_sha256``, every weight file to the card's ``weights_sha256``, and the weights are checked
-against the federation's decoder spec (names, shapes, dtypes, finiteness) before a decoder is
-built — the same checks the hub ran on push.
+``card_sha256``, every weight file to the card's ``weights_sha256``, and each artifact goes through
+the same :func:`fedsynth.generators.io.from_artifact` checks the hub ran on push (family accepted,
+spec equal to the federation's, tensors fitting it, a finite in-domain fixed batch) before it is
+sampled.
 """
 
 from __future__ import annotations
@@ -15,16 +16,11 @@ from typing import Any
 
 import httpx
 
-from fedsynth.artifacts.decoder import (
-    ArtifactError,
-    GeneratorCard,
-    LoadedGenerator,
-    decoder_to_bytes,
-    load_decoder_bytes,
-)
+from fedsynth.artifacts.card import ArtifactError, GeneratorCard
 from fedsynth.data.schema import Schema
 from fedsynth.exchange.protocol import Requirements
-from fedsynth.generators.nets import DecoderSpec
+from fedsynth.generators.base import Generator, GeneratorSet
+from fedsynth.generators.io import from_artifact, to_artifact
 
 
 class HubError(RuntimeError):
@@ -40,7 +36,8 @@ class HubError(RuntimeError):
 class PoolEntry:
     id: int
     silo: str
-    class_label: str
+    family: str
+    class_label: str | None  # None: a joint model
     epsilon: float
     delta: float
     accountant: str
@@ -52,6 +49,7 @@ class PoolEntry:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> PoolEntry:
+        d = {"family": "dp-vae/1", **d}  # hubs before families listed decoders only
         return PoolEntry(**{k: d[k] for k in PoolEntry.__dataclass_fields__})
 
 
@@ -115,7 +113,7 @@ class HubAdmin(_Base):
         self,
         name: str,
         schema: Schema,
-        spec: DecoderSpec,
+        families: dict[str, dict[str, Any]],
         *,
         max_epsilon: float = 1.5,
         max_delta: float = 1e-5,
@@ -127,7 +125,7 @@ class HubAdmin(_Base):
             json={
                 "name": name,
                 "schema": schema.to_dict(),
-                "decoder_spec": spec.to_dict(),
+                "families": [{"kind": k, "spec": v} for k, v in families.items()],
                 "max_epsilon": max_epsilon,
                 "max_delta": max_delta,
                 "silo_epsilon_budget": silo_epsilon_budget,
@@ -174,16 +172,15 @@ class HubClient(_Base):
     def requirements(self) -> Requirements:
         return self._requirements or self.subscribe()
 
-    def push(self, gset: Any) -> PushResult:
-        """Push a :class:`~fedsynth.generators.sgde.GeneratorSet` (or anything with ``decoders`` and
-        ``cards``). All-or-nothing on the hub; pushing the same content again is a no-op."""
+    def push(self, gset: GeneratorSet | list[Generator]) -> PushResult:
+        """Push a :class:`~fedsynth.generators.base.GeneratorSet` (or a list of generators).
+        All-or-nothing on the hub; pushing the same content again is a no-op."""
+        gens = gset.generators if isinstance(gset, GeneratorSet) else list(gset)
         files: list[tuple[str, tuple[str, bytes, str]]] = []
-        for i, (dec, card) in enumerate(zip(gset.decoders, gset.cards, strict=True)):
-            w = decoder_to_bytes(dec)
-            if hashlib.sha256(w).hexdigest() != card.weights_sha256:
-                raise ArtifactError(f"generator {i}: card sha256 does not match its decoder")
-            files.append(("cards", (f"class-{i}.json", card.to_json().encode(), "application/json")))
-            files.append(("weights", (f"class-{i}.safetensors", w, "application/octet-stream")))
+        for i, g in enumerate(gens):
+            card_b, w = to_artifact(g)
+            files.append(("cards", (f"gen-{i}.json", card_b, "application/json")))
+            files.append(("weights", (f"gen-{i}.safetensors", w, "application/octet-stream")))
         return self.push_raw(files)
 
     def push_raw(self, files: list[tuple[str, tuple[str, bytes, str]]]) -> PushResult:
@@ -213,7 +210,7 @@ class HubClient(_Base):
         entries: list[PoolEntry] | None = None,
         *,
         exclude_silos: tuple[str, ...] | list[str] = (),
-    ) -> list[LoadedGenerator]:
+    ) -> list[Generator]:
         """Download and verify generators (default: the whole pool minus ``exclude_silos``)."""
         req = self.requirements
         chosen = entries if entries is not None else self.list_pool(exclude_silos)
@@ -221,10 +218,16 @@ class HubClient(_Base):
         for e in chosen:
             card_b, w = self.download(e)
             card = GeneratorCard.from_json(card_b)
-            if card.weights_sha256 != e.weights_sha256 or card.class_label != e.class_label:
+            if (
+                card.weights_sha256 != e.weights_sha256
+                or card.class_label != e.class_label
+                or card.family != e.family
+            ):
                 raise ArtifactError(f"generator {e.id}: card disagrees with the pool listing")
-            if card.schema_hash != req.schema.hash():
-                raise ArtifactError(f"generator {e.id}: trained for a different schema")
-            dec = load_decoder_bytes(w, card, spec=req.spec)
-            out.append(LoadedGenerator(card, dec, f"{self.base_url}#{self.federation}/{e.silo}/{e.id}"))
+            src = f"{self.base_url}#{self.federation}/{e.silo}/{e.id}"
+            try:
+                g = from_artifact(card, w, req.schema, required=req.families, source=src, check=True)
+            except ArtifactError as err:
+                raise ArtifactError(f"generator {e.id} of {e.silo}: {err}") from None
+            out.append(g)
         return out

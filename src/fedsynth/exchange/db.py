@@ -45,6 +45,8 @@ class Federation(Base):
     name: Mapped[str] = mapped_column(String(64), unique=True, nullable=False)
     schema_json: Mapped[dict] = mapped_column(JSON, nullable=False)
     schema_hash: Mapped[str] = mapped_column(String(64), nullable=False)
+    # {"families": [{"kind": "dp-vae/1", "spec": {...}}, ...]} (migration 0002 wrapped the bare
+    # decoder specs of older hubs into this form)
     spec_json: Mapped[dict] = mapped_column(JSON, nullable=False)
     max_epsilon: Mapped[float] = mapped_column(Float, nullable=False)
     max_delta: Mapped[float] = mapped_column(Float, nullable=False)
@@ -86,6 +88,8 @@ class Generator(Base):
     push_id: Mapped[int] = mapped_column(ForeignKey("pushes.id"), nullable=False, index=True)
     federation_id: Mapped[int] = mapped_column(ForeignKey("federations.id"), nullable=False, index=True)
     silo_id: Mapped[int] = mapped_column(ForeignKey("silos.id"), nullable=False)
+    family: Mapped[str] = mapped_column(String(64), nullable=False, default="dp-vae/1")
+    # "" for a joint model (no class label on its card)
     class_label: Mapped[str] = mapped_column(String(256), nullable=False)
     epsilon: Mapped[float] = mapped_column(Float, nullable=False)
     delta: Mapped[float] = mapped_column(Float, nullable=False)

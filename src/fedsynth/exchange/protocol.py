@@ -1,15 +1,20 @@
 """The SGDE exchange protocol as plain data types and checks (no HTTP, no database).
 
-* :class:`Requirements` — what Subscribe returns: schema, decoder spec, privacy caps, budget.
+* :class:`Requirements` — what Subscribe returns: schema, the accepted generator families (each
+  with its spec), privacy caps, budget.
 * :func:`validate_generator_set` — everything the hub checks about a pushed set before it
-  stores a single byte: card format, spec and schema match, class labels, ε/δ caps, weights that
-  are genuine safetensors fitting the spec (never unpickled), one generator per class.
+  stores a single byte: card format, family accepted, spec equal to the federation's spec for that
+  family, schema hash and class labels, ε/δ caps, the privacy claim re-derived from its
+  parameters, tensors that are genuine safetensors fitting the spec (never unpickled), and a fixed
+  batch of output that is finite and inside the schema's domain. All of it goes through
+  :func:`fedsynth.generators.io.from_artifact`; this module knows no family.
 * :func:`ledger_charge` — the per-silo privacy ledger rule.
 
-Composition. Within one push the generators are trained on the silo's disjoint class subsets,
-so the set costs max ε and max δ over its cards (parallel composition). Across pushes the same
-records are reused, so the ledger adds pushes up (basic sequential composition):
-``ε_total = Σ_pushes max_c ε_c`` must stay ≤ the budget the admin set for each silo.
+Composition. Within one push, per-class generators are trained on the silo's disjoint class
+subsets, so the set costs max ε and max δ over its cards (parallel composition); a joint model
+costs its own claim (:func:`fedsynth.generators.base.set_cost`, the one place for that rule).
+Across pushes the same records are reused, so the ledger adds pushes up (basic sequential
+composition): ``ε_total = Σ_pushes ε_push`` must stay ≤ the budget the admin set for each silo.
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fedsynth.artifacts.decoder import ArtifactError, GeneratorCard, verify_weights
+from fedsynth.artifacts.card import ArtifactError, GeneratorCard
 from fedsynth.data.schema import Schema, SchemaError
-from fedsynth.generators.nets import DecoderSpec, SpecError
+from fedsynth.generators.base import UnknownFamilyError, resolve_kind, set_cost
+from fedsynth.generators.io import from_artifact, normalise_spec
+from fedsynth.privacy.target import PrivacyParameterError
 
 #: Names of federations and silos: short, printable, safe anywhere (they are never used as paths
 #: anyway; the store is content-addressed).
@@ -52,17 +59,25 @@ def check_name(kind: str, name: str) -> str:
 class Requirements:
     federation: str
     schema: Schema
-    spec: DecoderSpec
+    families: dict[str, dict[str, Any]]  # accepted family kind -> its (normalised) spec
     max_epsilon: float
     max_delta: float
     silo_epsilon_budget: float
+
+    def spec(self, family: str) -> dict[str, Any]:
+        kind = resolve_kind(family)
+        if kind not in self.families:
+            raise UnknownFamilyError(
+                f"this federation does not accept family {family!r}; accepted: {', '.join(self.families)}"
+            )
+        return self.families[kind]
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "federation": self.federation,
             "schema": self.schema.to_dict(),
             "schema_hash": self.schema.hash(),
-            "decoder_spec": self.spec.to_dict(),
+            "families": [{"kind": k, "spec": v} for k, v in self.families.items()],
             "max_epsilon": self.max_epsilon,
             "max_delta": self.max_delta,
             "silo_epsilon_budget": self.silo_epsilon_budget,
@@ -70,38 +85,51 @@ class Requirements:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Requirements:
+        """Parse requirements; a legacy ``decoder_spec`` (before families) means dp-vae only."""
         try:
+            fams = d.get("families")
+            if fams is None and "decoder_spec" in d:
+                fams = [{"kind": "dp-vae/1", "spec": d["decoder_spec"]}]
+            if not isinstance(fams, list) or not fams:
+                raise ValueError("'families' must be a non-empty list of {kind, spec}")
+            families: dict[str, dict[str, Any]] = {}
+            for f in fams:
+                if not isinstance(f, dict) or not isinstance(f.get("spec"), dict):
+                    raise ValueError("each family entry needs a 'kind' and a 'spec' object")
+                families[str(f["kind"])] = dict(f["spec"])
             return Requirements(
                 federation=str(d["federation"]),
                 schema=Schema.from_dict(d["schema"]),
-                spec=DecoderSpec.from_dict(d["decoder_spec"]),
+                families=families,
                 max_epsilon=float(d["max_epsilon"]),
                 max_delta=float(d["max_delta"]),
                 silo_epsilon_budget=float(d["silo_epsilon_budget"]),
             )
-        except (KeyError, TypeError, ValueError) as e:
+        except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"malformed federation requirements: {e}") from None
 
 
 def check_requirements(
-    schema_d: Any, spec_d: Any, max_epsilon: float, max_delta: float, budget: float
-) -> tuple[Schema, DecoderSpec]:
-    """Validate an admin's federation definition; the spec's output layout must fit the schema."""
-    from fedsynth.data.encoders import TableEncoder
+    schema_d: Any, families_d: Any, max_epsilon: float, max_delta: float, budget: float
+) -> tuple[Schema, dict[str, dict[str, Any]]]:
+    """Validate an admin's federation definition; every family's spec must fit the schema.
 
+    ``families_d``: a list of ``{"kind": ..., "spec": {...}}``."""
     try:
         schema = Schema.from_dict(schema_d)
     except (SchemaError, TypeError, ValueError, AttributeError) as e:
         raise PushRefused(f"invalid schema: {e}") from None
-    try:
-        spec = DecoderSpec.from_dict(spec_d) if isinstance(spec_d, dict) else None
-    except SpecError as e:
-        raise PushRefused(f"invalid decoder spec: {e}") from None
-    if spec is None:
-        raise PushRefused("decoder_spec must be a JSON object")
-    want = [(b["name"], b["kind"], b["width"]) for b in TableEncoder(schema).layout()]
-    if [tuple(b) for b in spec.layout] != want:
-        raise PushRefused("the decoder spec's output layout does not match the schema's encoding")
+    if not isinstance(families_d, list) or not families_d:
+        raise PushRefused("families must be a non-empty list of {kind, spec} objects")
+    families: dict[str, dict[str, Any]] = {}
+    for i, f in enumerate(families_d):
+        if not isinstance(f, dict) or not isinstance(f.get("kind"), str):
+            raise PushRefused(f"families[{i}] must be an object with a string 'kind' and a 'spec'")
+        try:
+            kind = resolve_kind(f["kind"])
+            families[kind] = normalise_spec(kind, f.get("spec"), schema)
+        except ArtifactError as e:  # unknown family or a spec that does not fit the schema
+            raise PushRefused(f"families[{i}]: {e}") from None
     for name, v in (("max_epsilon", max_epsilon), ("silo_epsilon_budget", budget)):
         if not (math.isfinite(v) and v > 0):
             raise PushRefused(f"{name} must be a positive finite number, got {v}")
@@ -109,7 +137,7 @@ def check_requirements(
         raise PushRefused(f"max_delta must be in (0, 1), got {max_delta}")
     if budget < max_epsilon:
         raise PushRefused("silo_epsilon_budget must be >= max_epsilon (else no push could ever fit)")
-    return schema, spec
+    return schema, families
 
 
 @dataclass(frozen=True)
@@ -135,29 +163,28 @@ def validate_generator_set(req: Requirements, items: list[tuple[bytes, bytes]]) 
         raise PushRefused("a push must contain at least one generator")
     if len(items) > MAX_GENERATORS_PER_PUSH:
         raise PushRefused(f"a push may contain at most {MAX_GENERATORS_PER_PUSH} generators")
-    schema_hash = req.schema.hash()
-    classes = set(req.schema.classes)
-    seen: set[str] = set()
+    seen: set[tuple[str, str | None]] = set()
     out: list[ValidatedGenerator] = []
     for i, (card_b, weights) in enumerate(items):
         where = f"generator {i}"
         try:
             card = GeneratorCard.from_json(card_b)
-            if card.decoder_spec() != req.spec:
-                raise ArtifactError("card's decoder spec differs from the federation's decoder spec")
         except ArtifactError as e:
             raise PushRefused(f"{where}: {e}") from None
         except (RecursionError, TypeError, ValueError, AttributeError, KeyError) as e:
             raise PushRefused(f"{where}: malformed card ({type(e).__name__})") from None
-        if card.schema_hash != schema_hash:
-            raise PushRefused(f"{where}: card schema hash does not match the federation's schema")
-        if card.class_label not in classes:
+        try:
+            kind = resolve_kind(card.family)
+        except UnknownFamilyError:
             raise PushRefused(
-                f"{where}: class {card.class_label!r} is not a class of the federation's schema"
-            )
-        if card.class_label in seen:
-            raise PushRefused(f"{where}: two generators for class {card.class_label!r} in one push")
-        seen.add(card.class_label)
+                f"{where}: unknown generator family {card.family!r}; this federation accepts "
+                f"{', '.join(req.families)}"
+            ) from None
+        key = (kind, card.class_label)
+        if key in seen:
+            raise PushRefused(f"{where}: two {kind} generators for class {card.class_label!r} in one push")
+        seen.add(key)
+        # the caps are checked before any tensor is parsed or model built (cheap refusals first)
         if card.epsilon > req.max_epsilon:
             raise PushRefused(
                 f"{where}: ε = {card.epsilon:g} exceeds the federation's cap {req.max_epsilon:g}"
@@ -165,21 +192,26 @@ def validate_generator_set(req: Requirements, items: list[tuple[bytes, bytes]]) 
         if card.delta > req.max_delta:
             raise PushRefused(f"{where}: δ = {card.delta:g} exceeds the federation's cap {req.max_delta:g}")
         try:
-            verify_weights(weights, req.spec, sha256=card.weights_sha256)
+            card.privacy.verify()  # the hub re-derives ε from the claim's parameters
+        except PrivacyParameterError as e:
+            raise PushRefused(f"{where}: privacy claim refused: {e}") from None
+        try:
+            from_artifact(card, weights, req.schema, required=req.families, check=True)
         except ArtifactError as e:
             raise PushRefused(f"{where}: {e}") from None
         except (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError) as e:
-            # a syntactically valid but structurally hostile header (e.g. entries that are not
-            # objects) must be a refusal, never a server error
-            raise PushRefused(f"{where}: malformed safetensors header ({type(e).__name__})") from None
+            # a syntactically valid but structurally hostile artifact must be a refusal, never a
+            # server error
+            raise PushRefused(f"{where}: malformed artifact ({type(e).__name__}: {e})") from None
         out.append(ValidatedGenerator(card, bytes(card_b), weights, hashlib.sha256(card_b).hexdigest()))
     h = hashlib.sha256()
-    for g in sorted(out, key=lambda g: g.card.class_label):
+    for g in sorted(out, key=lambda g: (g.card.family, g.card.class_label or "")):
         h.update(g.card_sha256.encode() + g.card.weights_sha256.encode())
+    eps, dl = set_cost([g.card for g in out])
     return ValidatedPush(
         generators=out,
-        epsilon=max(g.card.epsilon for g in out),
-        delta=max(g.card.delta for g in out),
+        epsilon=eps,
+        delta=dl,
         content_hash=h.hexdigest(),
         total_bytes=sum(len(g.weights) + len(g.card_bytes) for g in out),
     )
