@@ -111,11 +111,14 @@ def verify_tensors(data: bytes, expected: Expected, *, sha256: str | None = None
 
 
 def tensors_to_bytes(tensors: dict[str, np.ndarray], family: str) -> bytes:
-    """Deterministic safetensors bytes (the card's sha256 is of exactly these bytes)."""
+    """Deterministic safetensors bytes (the card's sha256 is of exactly these bytes).
+
+    The metadata holds ONE key: safetensors keeps metadata in a hash map whose iteration order
+    varies between calls, so two keys would serialise in either order and break the sha256."""
     from safetensors.numpy import save as st_save
 
     arrays = {k: np.ascontiguousarray(v) for k, v in tensors.items()}
-    return st_save(arrays, metadata={"format": WEIGHTS_FORMAT, "family": family})
+    return st_save(arrays, metadata={"format": f"{WEIGHTS_FORMAT};family={family}"})
 
 
 __all__ = ["DTYPES", "MAX_HEADER_BYTES", "Expected", "parse_header", "tensors_to_bytes", "verify_tensors"]
