@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from dp_accounting import GaussianDpEvent, PoissonSampledDpEvent, SelfComposedDpEvent, ZCDpEvent, pld, rdp
 from dp_accounting.rdp import rdp_privacy_accountant as dpa_rdp
-from fedsynth.generators.nets import DecoderSpec
 from opacus.accountants import RDPAccountant
 
-from fedsynth.generators import vae as vae_mod
-from fedsynth.generators.vae import VAEConfig, plan_steps, train_class_vae
+from fedsynth.generators.vae import train as vae_mod
+from fedsynth.generators.vae.nets import DecoderSpec
+from fedsynth.generators.vae.train import VAEConfig, plan_steps, train_class_vae
 from fedsynth.privacy.dpsgd import calibrate_noise, epsilon_spent, rdp_curve
 from fedsynth.privacy.zcdp import cdp_delta, cdp_eps, cdp_rho, gaussian_rho
 

@@ -1,5 +1,6 @@
 """DP β-VAE training: accounting, clipping and the generator set."""
 
+
 from __future__ import annotations
 
 import math
@@ -9,10 +10,12 @@ import pytest
 import torch
 
 from fedsynth.data.encoders import TableEncoder
-from fedsynth.generators.sgde import GeneratorPool, fit_generator_set
-from fedsynth.generators.vae import VAE, TooFewRowsError, VAEConfig, train_class_vae
+from fedsynth.generators.base import TooFewRowsError, get_family
+from fedsynth.generators.pool import GeneratorPool
+from fedsynth.generators.vae.train import VAE, VAEConfig, train_class_vae
 from fedsynth.privacy.clipping import GhostClipper
 from fedsynth.privacy.dpsgd import PrivacyParameterError, calibrate_noise, default_delta, epsilon_spent
+from fedsynth.privacy.target import PrivacyTarget
 
 FAST = VAEConfig(hidden=(16,), latent_dim=4, epochs=2, max_steps=40, min_steps=10)
 
@@ -74,7 +77,7 @@ def test_one_pass_clipping_matches_opacus_per_sample_clipping(toy_schema, toy_fr
 
 
 def test_generator_set_and_pool(toy_schema, toy_frame):
-    gs = fit_generator_set(toy_frame, toy_schema, epsilon=1.0, config=FAST, seed=0)
+    gs = get_family("vae").fit(toy_frame, toy_schema, PrivacyTarget(1.0), FAST, seed=0)
     assert [c.class_label for c in gs.cards] == ["no", "yes"]
     assert gs.epsilon <= 1.0 and all(
         c.delta <= 1 / (10 * n) for c, n in zip(gs.cards, [r.n_rows for r in gs.reports], strict=True)
@@ -91,10 +94,10 @@ def test_too_few_rows_skip_or_refuse(toy_schema, toy_frame):
     import pandas as pd
 
     df = pd.concat([small, tiny])
-    gs = fit_generator_set(df, toy_schema, epsilon=1.0, config=FAST)
+    gs = get_family("vae").fit(df, toy_schema, PrivacyTarget(1.0), FAST)
     assert [c.class_label for c in gs.cards] == ["no"] and "'yes' has 3 rows" in gs.skipped[0]
     with pytest.raises(TooFewRowsError, match="'yes' has 3 rows"):
-        fit_generator_set(df, toy_schema, epsilon=1.0, config=FAST, strict=True)
+        get_family("vae").fit(df, toy_schema, PrivacyTarget(1.0), FAST, strict=True)
 
 
 def test_dp_learns_something(toy_schema):
@@ -103,7 +106,7 @@ def test_dp_learns_something(toy_schema):
 
     df = make_toy(2000, seed=5)
     cfg = VAEConfig(hidden=(32,), latent_dim=4, epochs=10, max_steps=300)
-    gs = fit_generator_set(df, toy_schema, epsilon=1.0, config=cfg, seed=0)
+    gs = get_family("vae").fit(df, toy_schema, PrivacyTarget(1.0), cfg, seed=0)
     syn = GeneratorPool(toy_schema, gs.as_loaded()).sample(2000, seed=1)
     m = syn.groupby("label")["income"].mean()
     assert m["yes"] > m["no"] + 20, m

@@ -67,11 +67,17 @@ def test_sgde_experiment_label_skew_split():
     """The SGDE experiment accepts a Dirichlet label-skew split (tiny, non-DP-quality run)."""
     from fedsynth.data.datasets import load_dataset
     from fedsynth.evaluation.sgde_experiment import SGDEConfig, run_seed
-    from fedsynth.generators.vae import VAEConfig
+    from fedsynth.generators.vae.train import VAEConfig
 
     b = load_dataset("breast_cancer_sklearn")
-    cfg = SGDEConfig(silos=3, split="label-skew:1.0", synthetic_rows=200, cv_folds=3, eval_silos=1,
-                     vae=VAEConfig(hidden=(8,), latent_dim=2, max_steps=20, min_steps=5))
+    cfg = SGDEConfig(
+        silos=3,
+        split="label-skew:1.0",
+        synthetic_rows=200,
+        cv_folds=3,
+        eval_silos=1,
+        gen_config=VAEConfig(hidden=(8,), latent_dim=2, max_steps=20, min_steps=5),
+    )
     res = run_seed(b, cfg, seed=0)
     assert res["generators"] >= 2 and res["epsilon_spent_max"] <= 1.0
     assert 0 <= res["scenarios"]["local"]["test_eval"]["auc"] <= 100
