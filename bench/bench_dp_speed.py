@@ -21,7 +21,7 @@ import torch
 
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.encoders import TableEncoder
-from fedsynth.generators.vae import preset_for, train_class_vae
+from fedsynth.generators.vae.train import preset_for, train_class_vae
 from fedsynth.privacy.dpsgd import default_delta
 
 

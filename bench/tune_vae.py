@@ -21,8 +21,10 @@ from fedsynth.data.datasets import load_dataset
 from fedsynth.data.partition import equal_shares
 from fedsynth.evaluation.classifiers import fit_proba
 from fedsynth.evaluation.metrics import score
-from fedsynth.generators.sgde import GeneratorPool, fit_generator_set
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.base import get_family
+from fedsynth.generators.pool import GeneratorPool
+from fedsynth.generators.vae.train import VAEConfig
+from fedsynth.privacy.target import PrivacyTarget
 
 
 def main(name: str, nsilo: int, grid: list[dict]) -> None:
@@ -36,7 +38,7 @@ def main(name: str, nsilo: int, grid: list[dict]) -> None:
     for kw in grid:
         cfg = VAEConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in kw.items()})
         t = time.perf_counter()
-        sets = [fit_generator_set(f, s, epsilon=1.0, config=cfg, seed=i) for i, f in enumerate(frames)]
+        sets = [get_family("vae").fit(f, s, PrivacyTarget(1.0), cfg, seed=i) for i, f in enumerate(frames)]
         secs = (time.perf_counter() - t) / nsilo
         syn = GeneratorPool(s, [g for gs in sets for g in gs.as_loaded()]).sample(5000, seed=1)
         m = score(y, fit_proba(s, syn, [te], seed=0)[0], list(s.classes), b.positive)

@@ -1,6 +1,5 @@
 """DP β-VAE training: accounting, clipping and the generator set."""
 
-
 from __future__ import annotations
 
 import math
