@@ -137,7 +137,8 @@ def bench_flaim(method: str, clients: int, participation: float, rounds: int, si
     import tempfile
 
     from fedsynth.federated import flaim_methods as fm
-    from fedsynth.flaim.runner import load_flaim_data, run
+    from fedsynth.flaim.data import load_flaim_data
+    from fedsynth.flaim.runner import run
 
     data = load_flaim_data("adult", seed=0)
     kw = dict(epsilon=1.0, clients=clients, participation=participation, rounds=rounds, split="iid", seed=0)

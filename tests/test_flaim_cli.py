@@ -112,12 +112,12 @@ def test_single_valued_column_refused(tmp_path: Path) -> None:
 
 
 def test_bench_writes_json(toy_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # The bench takes dataset names; point a name at the toy table through the runner's loader.
-    from fedsynth.flaim import runner
+    # The bench takes dataset names; point a name at the toy table through the data loader.
+    from fedsynth.flaim import data
 
-    real = runner.load_flaim_data
+    real = data.load_flaim_data
     monkeypatch.setattr(
-        runner, "load_flaim_data", lambda name, seed=0: real(None, toy_csv, target="y", seed=seed)
+        data, "load_flaim_data", lambda name, seed=0: real(None, toy_csv, target="y", seed=seed)
     )
     js = tmp_path / "r.json"
     r = CliRunner().invoke(

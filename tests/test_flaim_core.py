@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -11,10 +12,13 @@ import pytest
 
 from fedsynth.data.partition import PartitionError
 from fedsynth.flaim.aim import run_aim
+from fedsynth.flaim.data import FlaimData, make_clients
 from fedsynth.flaim.domain import DomainError, FlaimDomain, discretise
+from fedsynth.flaim.driver import drive
 from fedsynth.flaim.measure import marginal_counts
+from fedsynth.flaim.methods import FederatedMethod, Plan
 from fedsynth.flaim.model import Measurement, ModelSizeError, fit
-from fedsynth.flaim.runner import ALL_METHODS, FlaimData, run
+from fedsynth.flaim.runner import ALL_METHODS, run
 from fedsynth.flaim.workload import all_kway, candidate_weights, downward_closure
 from fedsynth.privacy import zcdp
 from fedsynth.privacy.target import PrivacyParameterError
@@ -204,7 +208,8 @@ def test_decode_round_trip() -> None:
 
 def test_client_draws_are_secret_unless_replaying() -> None:
     """A server knowing the public run seed must not be able to regenerate a client's noise."""
-    from fedsynth.flaim.methods import Context, _client_rng
+    from fedsynth.flaim.methods import Context
+    from fedsynth.flaim.methods.base import _client_rng
 
     ctx = Context({"a": 2}, [("a",)], 1.0, 1e-5, 2, 0.5, seed=3)
     assert ctx.client_seed is None
@@ -235,16 +240,16 @@ def test_ours_split_the_measurement_budget_exactly(w1: float) -> None:
     ctx = Context(sizes, make_workload(d.domain.attrs, "all-2way"), 1.0, 1e-5, 4, 0.5, oneway_weight=w1)
     rho = zcdp.cdp_rho(1.0, 1e-5)
     sa = make_method("flaim-sa", ctx).init_state()
-    ru = sa.extra["rho_unit"]
+    ru = sa.rho_unit
     assert len(sizes) * ru[1] + 4 * ru[2] == pytest.approx(ctx.alpha * rho)
     assert ru[1] == pytest.approx(w1 * ru[2])
     assert skellam_rho(sa.sigma) == pytest.approx(ru[2])
-    assert skellam_rho(sa.extra["sigmas"][1]) == pytest.approx(ru[1])
+    assert skellam_rho(sa.sigmas[1]) == pytest.approx(ru[1])
     ta = make_method("flaim-ta", ctx).init_state()
     for k in (1, 2):
-        s_p, s_f = ta.extra["sigmas"][k], ta.extra["sig_final"][k]  # previews, final release
-        assert 1 / (2 * s_p**2) + 1 / (2 * s_f**2) == pytest.approx(ta.extra["rho_unit"][k])
-        assert 1 / (2 * s_p**2) == pytest.approx(ctx.preview_share * ta.extra["rho_unit"][k])
+        s_p, s_f = ta.sigmas[k], ta.sig_final[k]  # previews, final release
+        assert zcdp.gaussian_rho(s_p) + zcdp.gaussian_rho(s_f) == pytest.approx(ta.rho_unit[k])
+        assert zcdp.gaussian_rho(s_p) == pytest.approx(ctx.preview_share * ta.rho_unit[k])
     for bad in ({"oneway_weight": 0.0}, {"preview_share": 1.0}, {"vote_on": "all"}):
         with pytest.raises(ValueError):
             make_method("flaim-ta", Context(sizes, ctx.workload, 1.0, 1e-5, 4, 0.5, **bad)).init_state()
@@ -258,27 +263,28 @@ def _plain_sums(vecs: dict[int, dict[str, np.ndarray]]) -> dict[str, np.ndarray]
 
 def test_flaim_ta_final_release_is_single_and_the_exact_sums_are_dropped() -> None:
     from fedsynth.flaim.methods import Context, make_method
-    from fedsynth.flaim.runner import make_clients
     from fedsynth.flaim.workload import make_workload
 
     d = _toy()
     parts = make_clients(d, 4, "iid", 0)
     ctx = Context(d.domain.sizes, make_workload(d.domain.attrs, "all-2way"), 2.0, 1e-5, 3, 1.0, client_seed=0)
     m = make_method("flaim-ta", ctx)
-    st = m.init_state()
-    while (plan := m.plan(st, [0, 1, 2, 3])) is not None:
-        vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in range(4)}
-        if plan["step"] == "answer":  # clients send exact counts: the server adds the noise
+
+    def exchange(plan: Plan, senders: list[int]) -> dict[str, np.ndarray]:
+        vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in senders}
+        if plan.step == "answer":  # clients send exact counts: the server adds the noise
             assert all(not (v["answer"] < 0).any() for v in vecs.values() if v)
-        st = m.server_step(st, plan, _plain_sums(vecs))
-    exact = dict(st.extra["exact"])
+        return _plain_sums(vecs)
+
+    st = drive(m, exchange, lambda _round: [0, 1, 2, 3])
+    exact = dict(st.exact)
     assert set(exact) == {(a,) for a in d.domain.attrs} | set(st.selected)
     for q, E in exact.items():  # every record answered every marginal exactly once (p = 1)
         assert E.sum() == len(d.train)
         # previews: one noise draw per round that had new contributors
-        assert st.extra["rounds_acc"][q] == 1
+        assert st.rounds_acc[q] == 1
     m.finish(st)
-    assert st.extra["exact"] == {} and st.budget.used <= st.budget.rho * (1 + 1e-9)
+    assert st.exact == {} and st.budget.used <= st.budget.rho * (1 + 1e-9)
 
 
 # ---------------------------------------------------------------- flaim-da (deferred AIM)
@@ -326,7 +332,6 @@ def test_aim_on_answers_selects_only_from_the_pool() -> None:
 
 def test_flaim_da_counts_every_contributor_once_and_a_lone_newcomer_waits() -> None:
     from fedsynth.flaim.methods import Context, make_method
-    from fedsynth.flaim.runner import make_clients
     from fedsynth.flaim.workload import make_workload
 
     d = _toy()
@@ -339,17 +344,17 @@ def test_flaim_da_counts_every_contributor_once_and_a_lone_newcomer_waits() -> N
     for who in rounds:
         plan = m.plan(st, who)
         assert plan is not None
-        senders.append(plan["senders"])
+        senders.append(plan.senders)
         vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in who}
-        assert all(v == {} for k, v in vecs.items() if k not in plan["senders"])
+        assert all(v == {} for k, v in vecs.items() if k not in plan.senders)
         st = m.server_step(st, plan, _plain_sums(vecs))
     assert m.plan(st, [0, 1]) is None
     assert senders == [[0, 1], [], [2, 3, 4], []]
-    agg = st.extra["agg"]
+    agg = st.agg
     first = m.pool[0]
     assert agg[: d.domain.sizes[first[0]]].sum() == sum(len(parts[k]) for k in range(5))
     model = m.finish(st)
-    assert st.extra["agg"] is None  # nothing exact outlives the run
+    assert st.agg is None  # nothing exact outlives the run
     assert st.budget.used == pytest.approx(st.budget.rho) and set(st.selected) <= set(m.pool)
     assert model.synthetic(50, 0).shape == (50, 4)
     # a workload that leaves an attribute out: its one-way is collected and measured, not selected
@@ -389,8 +394,8 @@ def test_local_vote_scores_move_by_at_most_their_sensitivity() -> None:
     plan = m.plan(st, [0, 1])
     st = m.server_step(st, plan, {"oneway": m.client_step(0, codes, plan)["oneway"] * 2})
     plan = m.plan(st, [0, 1])
-    assert plan["step"] == "vote"
-    cands = plan["cands"]
+    assert plan.step == "vote"
+    cands = plan.cands
     base = m.local_scores(codes[:100], plan, cands)
     w = np.array([m.weights[q] for q in cands])
     for row in codes[100:160]:
@@ -400,7 +405,6 @@ def test_local_vote_scores_move_by_at_most_their_sensitivity() -> None:
 
 def test_flaim_ta_never_sums_a_block_over_a_single_new_client() -> None:
     from fedsynth.flaim.methods import Context, make_method
-    from fedsynth.flaim.runner import make_clients
     from fedsynth.flaim.workload import make_workload
 
     d = _toy()
@@ -410,18 +414,20 @@ def test_flaim_ta_never_sums_a_block_over_a_single_new_client() -> None:
     who = {1: [0, 1], 2: [1, 2]}  # round 2: client 2 is the only newcomer for the one-ways
     for name in ("flaim-ta", "flaim-sa"):
         m = make_method(name, ctx)
-        st = m.init_state()
-        while (plan := m.plan(st, who[m.upcoming_round(st) or 2])) is not None:
-            ps = who[plan["round"]]
-            if plan["step"] == "answer":
-                for q in plan["cliques"]:
-                    newcomers = [k for k in ps if q in plan["new"][k]]
+
+        def exchange(plan: Plan, ps: list[int], m: FederatedMethod[Any] = m, name: str = name) -> dict:
+            assert ps == who[plan.round]
+            if plan.step == "answer":
+                assert plan.cliques is not None and plan.new is not None
+                for q in plan.cliques:
+                    newcomers = [k for k in ps if q in plan.new[k]]
                     # flaim-ta's server sees exact sums; flaim-sa's sums carry the full noise
                     assert len(newcomers) >= (2 if name == "flaim-ta" else 1)
-                if plan["round"] == 2:
-                    has_oneways = any(len(q) == 1 for q in plan["cliques"])
+                if plan.round == 2:
+                    has_oneways = any(len(q) == 1 for q in plan.cliques)
                     assert has_oneways == (name == "flaim-sa")
-            vecs = {k: m.client_step(k, d.train[parts[k]], plan) for k in ps}
-            st = m.server_step(st, plan, _plain_sums(vecs))
+            return _plain_sums({k: m.client_step(k, d.train[parts[k]], plan) for k in ps})
+
+        st = drive(m, exchange, who.__getitem__)
         m.finish(st)
         assert st.budget.used <= st.budget.rho * (1 + 1e-9)

@@ -11,7 +11,9 @@ import pytest
 
 from fedsynth.federated import flaim_methods as fm
 from fedsynth.federated.local import run_in_process
-from fedsynth.flaim.runner import load_flaim_data, run
+from fedsynth.flaim.data import load_flaim_data
+from fedsynth.flaim.methods import Plan
+from fedsynth.flaim.runner import run
 from fedsynth.secagg.secure_sum import plain_sum
 
 SIZES = {"a": 4, "b": 3, "c": 5, "d": 2}
@@ -64,22 +66,19 @@ def test_secret_client_randomness_still_runs_within_budget(table: tuple[Path, Pa
 
 def test_plan_transport_roundtrip_and_oracle_refused(table: tuple[Path, Path], tmp_path: Path) -> None:
     arrays = {"cands": np.array([0, 4], dtype=np.int16), "p1": np.ones(3, dtype=np.float32)}
-    plan = {
-        "round": 2,
-        "step": "vote",
-        "cands": [("a",), ("a", "b")],
-        "new": {1: [("a", "b")], 3: []},
-        "sigma": 1.5,
-        "arrays": arrays,
-    }
-    meta, blob = fm.encode_plan(plan)
-    back = fm.decode_plan(json.loads(json.dumps(meta)), blob)
-    assert (
-        back["cands"] == [("a",), ("a", "b")]
-        and back["new"] == {1: [("a", "b")], 3: []}
-        and back["sigma"] == 1.5
+    plan = Plan(
+        2, "vote", 1.5, 0.1, 100.0, 3, arrays, cands=[("a",), ("a", "b")], new={1: [("a", "b")], 3: []}
     )
-    assert back["arrays"]["cands"].dtype == np.int16 and back["arrays"]["cands"].tolist() == [0, 4]
+    meta, blob = fm.encode_plan(plan)
+    assert "cliques" not in meta and "senders" not in meta  # unset fields do not travel
+    back = fm.decode_plan(json.loads(json.dumps(meta)), blob)
+    assert back.cands == [("a",), ("a", "b")] and back.new == {1: [("a", "b")], 3: []} and back.sigma == 1.5
+    assert back.arrays["cands"].dtype == np.int16 and back.arrays["cands"].tolist() == [0, 4]
+    # DistAIM's uploaders travel as "new" (a list of client ids) and come back as uploaders
+    dist = Plan(1, "answers", 1.0, 0.1, 1.0, 2, uploaders=[0, 2])
+    meta, blob = fm.encode_plan(dist)
+    assert meta["new"] == [0, 2]
+    assert fm.decode_plan(json.loads(json.dumps(meta)), blob) == dist
     csv, dom = table
     with pytest.raises(ValueError, match="aug-oracle"):
         run_in_process(

@@ -20,7 +20,7 @@ POOL_HELP = "flaim-da: cells of the public candidate pool each client uploads on
 
 
 def _load(dataset: str | None, data: Path | None, domain: Path | None, target: str | None, seed: int) -> Any:
-    from fedsynth.flaim.runner import load_flaim_data
+    from fedsynth.flaim.data import load_flaim_data
 
     if (dataset is None) == (data is None):
         raise ValueError("give exactly one of --dataset NAME or --data FILE")
@@ -148,7 +148,8 @@ def bench_cmd(
                 _check_common(e, mth)
         if seeds < 1:
             raise ValueError("--seeds must be >= 1")
-        from fedsynth.flaim.runner import load_flaim_data, run
+        from fedsynth.flaim.data import load_flaim_data
+        from fedsynth.flaim.runner import run
 
         results: list[dict[str, Any]] = []
         sweep = [(rounds, e) for e in epsilons] + [(t, epsilons[0]) for t in rounds_sweep if t != rounds]

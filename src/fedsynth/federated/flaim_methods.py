@@ -1,11 +1,12 @@
 """The FLAIM core's federated methods (:mod:`fedsynth.flaim.methods`) as a Flower ServerApp / ClientApp.
 
 The core expresses every method as ``plan(state, participants)`` → ``client_step(cid, codes, plan)``
-→ per-key sums → ``server_step(state, plan, sums)``. Here the plan travels to the sampled clients in a
-Flower message (scalars as JSON, arrays as a ``.npz`` blob, never pickles), each ClientApp computes
-``client_step`` on its own partition, and the per-key sums come back through one SecAgg+ round
-(``FlowerSumChannel.keyed``) — exact integers, so a Flower run selects exactly what the in-process
-runner (:func:`fedsynth.flaim.runner.run`) selects with the same seed (tested).
+→ per-key sums → ``server_step(state, plan, sums)``, run by :func:`fedsynth.flaim.driver.drive`.
+Here the driver's exchange sends the :class:`~fedsynth.flaim.methods.base.Plan` to the step's
+clients in a Flower message (scalars as JSON, arrays as a ``.npz`` blob, never pickles), each
+ClientApp computes ``client_step`` on its own partition, and the per-key sums come back through one
+SecAgg+ round (``FlowerSumChannel.keyed``) — exact integers, so a Flower run selects exactly what the
+in-process runner (:func:`fedsynth.flaim.runner.run`) selects with the same seed (tested).
 
 Client-side memory between steps (e.g. NaiveFLAIM's locally chosen marginal) lives in the node's
 Flower ``Context.state``, since a deployed ClientApp is a fresh process per message.
@@ -46,9 +47,10 @@ from fedsynth.federated.secure_rounds import (
     make_client_app,
     settings_from_config,
 )
+from fedsynth.flaim.data import FlaimData, load_flaim_data, make_clients
+from fedsynth.flaim.driver import drive, poisson_participants
 from fedsynth.flaim.methods import Context as MethodContext
-from fedsynth.flaim.methods import FederatedMethod, default_alpha, make_method
-from fedsynth.flaim.runner import FlaimData, draw_participants, load_flaim_data, make_clients
+from fedsynth.flaim.methods import FederatedMethod, Plan, default_alpha, make_method
 from fedsynth.flaim.workload import make_workload
 
 STATE_KEY = "fedsynth.flaim"
@@ -71,7 +73,7 @@ def _jsonable(v: Any) -> Any:
     if isinstance(v, np.generic):
         return v.item()
     if isinstance(v, np.ndarray):
-        raise TypeError("arrays belong in plan['arrays']")
+        raise TypeError("arrays belong in plan.arrays")
     return v
 
 
@@ -92,18 +94,17 @@ def _key(k: Any) -> Any:
     return tuple(k) if isinstance(k, list) else k
 
 
-def encode_plan(plan: Mapping[str, Any]) -> tuple[dict[str, Any], bytes]:
-    meta = {k: _jsonable(v) for k, v in plan.items() if k != "arrays"}
+def encode_plan(plan: Plan) -> tuple[dict[str, Any], bytes]:
+    meta = {k: _jsonable(v) for k, v in plan.to_wire().items()}
     buf = io.BytesIO()
-    np.savez(buf, **dict(plan.get("arrays", {})))
+    np.savez(buf, **dict(plan.arrays))
     return meta, buf.getvalue()
 
 
-def decode_plan(meta: Mapping[str, Any], blob: bytes) -> dict[str, Any]:
-    plan = {k: _restore(v) for k, v in meta.items()}
+def decode_plan(meta: Mapping[str, Any], blob: bytes) -> Plan:
     with np.load(io.BytesIO(blob), allow_pickle=False) as z:
-        plan["arrays"] = {k: z[k] for k in z.files}
-    return plan
+        arrays = {k: z[k] for k in z.files}
+    return Plan.from_wire({k: _restore(v) for k, v in meta.items()}, arrays)
 
 
 # ----------------------------------------------------------------------------- shared set-up
@@ -215,34 +216,27 @@ def run_method(
     if channel.partitions != list(range(clients)):
         raise ValueError(f"expected partitions 0..{clients - 1}, connected: {channel.partitions}")
 
-    state = method.init_state()
-    rng = np.random.default_rng(seed + 7)  # same participation draws as fedsynth.flaim.runner.run
-    participants: list[int] = []
-    cur_round = 0
     sent: dict[int, int] = {}
     recv: dict[int, int] = {}
     secagg_rounds = 0
-    while True:
-        nxt_round = method.upcoming_round(state)
-        if nxt_round is not None and nxt_round != cur_round:  # Poisson, once per round; at least two
-            cur_round = nxt_round
-            participants = draw_participants(rng, clients, participation)
-        plan = method.plan(state, participants)
-        if plan is None:
-            break
+
+    def exchange(plan: Plan, senders: list[int]) -> dict[str, np.ndarray]:
+        """One SecAgg+ round over the step's senders (none: nothing to sum)."""
+        nonlocal secagg_rounds
+        if not senders:
+            return {}
         meta, blob = encode_plan(plan)
-        sigma = float(plan.get("sigma", 0.0))
-        bound = int(max_rows + math.ceil(NOISE_TAIL_SIGMAS * sigma) + 1)  # counts + Skellam-share tail
-        senders = [int(k) for k in plan.get("senders", participants)]  # a plan may narrow the step
-        sums: dict[str, np.ndarray] = {}
-        if senders:
-            sums, res = channel.keyed(SumRequest({"plan": meta}, bound, senders, blob))
-            secagg_rounds += 1
-            for k, b in res.bytes_sent.items():
-                sent[k] = sent.get(k, 0) + b
-            for k, b in res.bytes_received.items():
-                recv[k] = recv.get(k, 0) + b
-        state = method.server_step(state, plan, sums)
+        bound = int(max_rows + math.ceil(NOISE_TAIL_SIGMAS * plan.sigma) + 1)  # counts + Skellam-share tail
+        sums, res = channel.keyed(SumRequest({"plan": meta}, bound, [int(k) for k in senders], blob))
+        secagg_rounds += 1
+        for k, b in res.bytes_sent.items():
+            sent[k] = sent.get(k, 0) + b
+        for k, b in res.bytes_received.items():
+            recv[k] = recv.get(k, 0) + b
+        return sums
+
+    # the same participation draws as fedsynth.flaim.runner.run
+    state = drive(method, exchange, poisson_participants(clients, participation, seed))
     model = method.finish(state)
     assert state.budget is not None
     report: dict[str, Any] = {
