@@ -7,6 +7,8 @@ import queue
 import threading
 from typing import Any
 
+from sqlalchemy.orm import Session, sessionmaker
+
 from fedsynth.exchange import db
 from fedsynth.exchange.hub.settings import Caller
 
@@ -30,7 +32,9 @@ class AuditWriter:
     batch of pull/subscribe/refusal events; push events are written in the push's transaction.
     """
 
-    def __init__(self, session_factory: Any, interval: float = 0.1, batch: int = 500) -> None:
+    def __init__(
+        self, session_factory: sessionmaker[Session], interval: float = 0.1, batch: int = 500
+    ) -> None:
         self._sf = session_factory
         self._q: queue.Queue[dict[str, Any] | threading.Event] = queue.Queue()
         self._interval, self._batch = interval, batch
