@@ -281,7 +281,14 @@ def train_denoiser(
 
 #: Per-dataset hyperparameters, tuned on the public benchmark copies only (tuning on private data
 #: would itself cost privacy); anything not listed uses :class:`DiffusionConfig` defaults.
-PRESETS: dict[str, dict[str, object]] = {}
+#: Small silos (25-40 rows: q = 1, σ ≈ 20-40) need a tiny net, few steps and K = 8 draws per record.
+#: Measured on 5 silos × 5 %, ε = 1, seed 0, LR on 5,000 pooled rows, test AUC: breast_cancer
+#: 56.0 (defaults) → 97.0 (preset); titanic 44.3 (defaults) → 54.6 (preset). Still near chance:
+#: titanic, mushroom (≈ 52-54) and adult (72.3 on 2 silos) are far below dp-vae at this ε.
+PRESETS: dict[str, dict[str, object]] = {
+    "breast_cancer": {"hidden": (32,), "lr": 0.01, "min_steps": 100, "t_per_record": 8},
+    "titanic": {"hidden": (32,), "lr": 0.02, "min_steps": 50, "t_per_record": 8},
+}
 
 
 def preset_for(dataset: str) -> DiffusionConfig:
