@@ -41,15 +41,15 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from tests.conftest_hub import make_set
+from tests.conftest_hub import make_set, vae_fams
 
 from fedsynth.data.datasets import load_dataset
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Schema
 from fedsynth.exchange.client import HubAdmin, HubClient
 from fedsynth.exchange.process import run_hub
-from fedsynth.generators.nets import DecoderSpec
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.vae.nets import DecoderSpec
+from fedsynth.generators.vae.train import VAEConfig
 
 
 def spec_near(schema: Schema, target_bytes: int) -> DecoderSpec:
@@ -192,7 +192,9 @@ def scenario(
         run_hub(db_url, Path(tmp) / "store", processes=processes, rate_per_s=50.0, rate_burst=400) as hub,
     ):
         adm = HubAdmin(hub.url, hub.admin_token)
-        adm.create_federation("bench", schema, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+        adm.create_federation(
+            "bench", schema, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0
+        )
         tokens = [adm.add_silo("bench", f"silo-{i:02d}") for i in range(silos)]
         push = push_load(hub.url, tokens, schema, spec)
         print(f"[{name}] push: {push}", flush=True)
@@ -219,7 +221,9 @@ def communication(silos: int, rounds_assumed: list[int]) -> dict[str, Any]:
         run_hub(f"sqlite:///{tmp}/hub.db", Path(tmp) / "store") as hub,
     ):
         adm = HubAdmin(hub.url, hub.admin_token)
-        adm.create_federation("adult", schema, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=1.5)
+        adm.create_federation(
+            "adult", schema, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=1.5
+        )
         clients = [HubClient(hub.url, adm.add_silo("adult", f"silo-{i:02d}")) for i in range(silos)]
         for i, c in enumerate(clients):
             c.subscribe()
@@ -263,7 +267,7 @@ def communication(silos: int, rounds_assumed: list[int]) -> dict[str, Any]:
 
 
 def _shapes(spec: DecoderSpec) -> list[tuple[int, ...]]:
-    from fedsynth.generators.nets import expected_tensors
+    from fedsynth.generators.vae.nets import expected_tensors
 
     return list(expected_tensors(spec).values())
 

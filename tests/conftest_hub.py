@@ -7,6 +7,7 @@ PostgreSQL is skipped only if that variable is unset AND ``FEDSYNTH_REQUIRE_PG``
 
 from __future__ import annotations
 
+import functools
 import os
 import secrets
 from collections.abc import Iterator
@@ -15,13 +16,14 @@ from pathlib import Path
 import pytest
 import torch
 
-from fedsynth.artifacts.decoder import GeneratorCard, decoder_to_bytes, sha256_bytes
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Column, Schema
 from fedsynth.exchange.process import RunningHub, run_hub
-from fedsynth.generators.nets import DecoderSpec, build_decoder
-from fedsynth.generators.sgde import GeneratorSet
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.base import GeneratorSet, make_card
+from fedsynth.generators.vae.family import VAEGenerator, decoder_tensors
+from fedsynth.generators.vae.nets import DecoderSpec, build_decoder
+from fedsynth.generators.vae.train import VAEConfig
+from fedsynth.privacy.claim import PrivacyClaim
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -41,6 +43,27 @@ def tiny_spec(schema: Schema, hidden: tuple[int, ...] = (16,), latent: int = 4) 
     return VAEConfig(latent_dim=latent, hidden=hidden).decoder_spec(TableEncoder(schema).layout())
 
 
+def vae_fams(spec: DecoderSpec) -> dict[str, dict]:
+    """A federation accepting the dp-vae family with ``spec``."""
+    return {"dp-vae/1": spec.to_dict()}
+
+
+@functools.lru_cache(maxsize=64)
+def honest_claim(epsilon: float, delta: float) -> PrivacyClaim:
+    """A DP-SGD claim of exactly ``epsilon`` whose parameters give at most that (the hub re-derives
+    ε from them and accepts a claim that is an upper bound)."""
+    from fedsynth.privacy.dpsgd import calibrate_noise, epsilon_spent
+
+    q, steps = 0.1, 50
+    # RDP's orders stop at 63, so it cannot certify ε below ≈ log(1/δ)/62: use PRV there
+    acc = "rdp" if epsilon >= 0.5 else "prv"
+    sigma = calibrate_noise(epsilon, delta, q, steps, acc)
+    assert epsilon_spent(sigma, q, steps, delta, acc) <= epsilon
+    return PrivacyClaim(
+        "dp-sgd", epsilon, delta, acc, noise_multiplier=sigma, sample_rate=q, steps=steps, max_grad_norm=1.0
+    )
+
+
 def make_set(
     schema: Schema,
     spec: DecoderSpec,
@@ -51,23 +74,14 @@ def make_set(
     classes: tuple[str, ...] | None = None,
 ) -> GeneratorSet:
     """A generator set of randomly initialised decoders with honest cards (fast; no training)."""
-    decs, cards = [], []
+    gens = []
+    claim = honest_claim(epsilon, delta)
     for k, cls in enumerate(classes or schema.classes):
         torch.manual_seed(seed * 100 + k)
         dec = build_decoder(spec)
-        cards.append(
-            GeneratorCard(
-                spec=spec.to_dict(),
-                schema_hash=schema.hash(),
-                class_label=cls,
-                epsilon=epsilon,
-                delta=delta,
-                accountant="rdp",
-                weights_sha256=sha256_bytes(decoder_to_bytes(dec)),
-            )
-        )
-        decs.append(dec)
-    return GeneratorSet(schema, decs, cards, [])
+        card = make_card("dp-vae/1", spec, schema, cls, claim, decoder_tensors(dec))
+        gens.append(VAEGenerator(card, dec, schema, "test"))
+    return GeneratorSet(schema, "dp-vae/1", gens)
 
 
 def pg_base_url() -> str | None:

@@ -12,7 +12,7 @@ import pytest
 from fedsynth.exchange.client import HubAdmin, HubClient, HubError
 from fedsynth.exchange.hub.settings import FAULT_DELAY_ENV
 from fedsynth.exchange.process import RunningHub
-from tests.conftest_hub import BACKENDS, make_set, start_hub, tiny_schema, tiny_spec
+from tests.conftest_hub import BACKENDS, make_set, start_hub, tiny_schema, tiny_spec, vae_fams
 
 
 def _blobs(hub: RunningHub) -> list[Path]:
@@ -50,7 +50,9 @@ def test_sigkill_mid_push_then_restart(backend: str, tmp_path: Path) -> None:
     gset = make_set(s, spec, epsilon=1.0, seed=3)
     for hub in start_hub(backend, tmp_path, extra_env={FAULT_DELAY_ENV: "30"}):
         adm = HubAdmin(hub.url, hub.admin_token)
-        adm.create_federation("crash", s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+        adm.create_federation(
+            "crash", s, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0
+        )
         client = HubClient(hub.url, adm.add_silo("crash", "s1"))
 
         # 1) killed while the body is still arriving (nothing stored yet)

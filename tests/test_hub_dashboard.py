@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from fedsynth.exchange.client import HubAdmin, HubClient
-from tests.conftest_hub import make_set, start_hub, tiny_schema, tiny_spec
+from tests.conftest_hub import make_set, start_hub, tiny_schema, tiny_spec, vae_fams
 
 CHROMIUM = os.environ.get("FEDSYNTH_CHROMIUM", "/usr/bin/chromium")
 ARGS = [
@@ -33,7 +33,9 @@ def test_dashboard_in_headless_chromium(tmp_path: Path) -> None:
     spec = tiny_spec(s)
     for hub in start_hub("sqlite", tmp_path):
         adm = HubAdmin(hub.url, hub.admin_token)
-        adm.create_federation("clinics", s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+        adm.create_federation(
+            "clinics", s, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0
+        )
         client = HubClient(hub.url, adm.add_silo("clinics", "st-mary"))
         res = client.push(make_set(s, spec, epsilon=0.75, seed=1))
         entry = client.list_pool()[0]

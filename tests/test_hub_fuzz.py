@@ -16,7 +16,7 @@ from hypothesis.errors import Unsatisfiable
 from schemathesis import GenerationMode
 
 from fedsynth.exchange.client import HubAdmin, HubClient
-from tests.conftest_hub import make_set, start_hub, tiny_schema, tiny_spec
+from tests.conftest_hub import make_set, start_hub, tiny_schema, tiny_spec, vae_fams
 
 
 @pytest.fixture(scope="module")
@@ -26,7 +26,9 @@ def fuzz_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         adm = HubAdmin(hub.url, hub.admin_token)
         s = tiny_schema()
         spec = tiny_spec(s)
-        adm.create_federation("fz", s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=100.0)
+        adm.create_federation(
+            "fz", s, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=100.0
+        )
         tok = adm.add_silo("fz", "s1")
         HubClient(hub.url, tok).push(make_set(s, spec))
         yield {"hub": hub, "tokens": [hub.admin_token, tok, None]}

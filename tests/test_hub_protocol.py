@@ -10,11 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fedsynth.artifacts.decoder import ArtifactError
+from fedsynth.artifacts.card import ArtifactError
 from fedsynth.exchange.client import HubAdmin, HubClient, HubError
 from fedsynth.exchange.process import RunningHub
-from fedsynth.generators.sgde import GeneratorPool
-from tests.conftest_hub import BACKENDS, make_set, start_hub, tiny_schema, tiny_spec
+from fedsynth.generators.pool import GeneratorPool
+from tests.conftest_hub import BACKENDS, make_set, start_hub, tiny_schema, tiny_spec, vae_fams
 
 
 @pytest.fixture(scope="module", params=BACKENDS)
@@ -28,8 +28,8 @@ def fed(hub: RunningHub) -> dict:
     adm = HubAdmin(hub.url, hub.admin_token)
     s = tiny_schema()
     spec = tiny_spec(s)
-    adm.create_federation("a", s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=2.5)
-    adm.create_federation("b", s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=2.5)
+    adm.create_federation("a", s, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=2.5)
+    adm.create_federation("b", s, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=2.5)
     return {
         "admin": adm,
         "schema": s,
@@ -45,7 +45,7 @@ def test_subscribe_push_pull_roundtrip(hub: RunningHub, fed: dict) -> None:
     alice = HubClient(hub.url, fed["alice"])
     assert (alice.federation, alice.silo) == ("a", "alice")
     req = alice.subscribe()
-    assert req.schema.hash() == s.hash() and req.spec == spec
+    assert req.schema.hash() == s.hash() and req.spec("vae") == spec.to_dict()
     assert (req.max_epsilon, req.max_delta, req.silo_epsilon_budget) == (1.5, 1e-5, 2.5)
 
     gset = make_set(s, spec, epsilon=1.0, seed=1)
@@ -65,7 +65,7 @@ def test_subscribe_push_pull_roundtrip(hub: RunningHub, fed: dict) -> None:
         assert e.size > 0 and len(e.weights_sha256) == 64 and e.accountant == "rdp" and e.epsilon == 1.0
 
     gens = bob.pull(mine)
-    sent = {c.weights_sha256: d for d, c in zip(gset.decoders, gset.cards, strict=True)}
+    sent = {g.card.weights_sha256: g.decoder for g in gset.generators}
     for g in gens:  # decoders arrive bit-identical
         ref = sent[g.card.weights_sha256].state_dict()
         for k, v in g.decoder.state_dict().items():
@@ -138,9 +138,9 @@ def test_caps_and_bad_sets_refused(hub: RunningHub, fed: dict) -> None:
     cases = {
         "exceeds the federation's cap": make_set(s, spec, epsilon=2.0, seed=20),
         "δ": make_set(s, spec, epsilon=1.0, delta=1e-3, seed=21),
-        "two generators for class": make_set(s, spec, seed=22, classes=("no", "no")),
+        "generators for class": make_set(s, spec, seed=22, classes=("no", "no")),
         "not a class": make_set(s, spec, seed=23, classes=("maybe",)),
-        "decoder spec differs": make_set(s, tiny_spec(s, hidden=(8,)), seed=24),
+        "spec differs": make_set(s, tiny_spec(s, hidden=(8,)), seed=24),
     }
     other = dataclasses.replace(
         s,
@@ -153,9 +153,9 @@ def test_caps_and_bad_sets_refused(hub: RunningHub, fed: dict) -> None:
         assert e.value.status == 422 and reason in e.value.detail, (reason, e.value.detail)
     # a card whose hash does not match the uploaded weights
     g = make_set(s, spec, seed=26)
-    g.cards[0] = dataclasses.replace(g.cards[0], weights_sha256="0" * 64)
+    card = dataclasses.replace(g.cards[0], weights_sha256="0" * 64)
     files = [
-        ("cards", ("c.json", g.cards[0].to_json().encode(), "application/json")),
+        ("cards", ("c.json", card.to_json().encode(), "application/json")),
         ("weights", ("w.st", b"\x00" * 64, "application/octet-stream")),
     ]
     with pytest.raises(HubError) as e:
@@ -238,13 +238,13 @@ def test_admin_validation(hub: RunningHub, fed: dict) -> None:
     adm: HubAdmin = fed["admin"]
     s, spec = fed["schema"], fed["spec"]
     with pytest.raises(HubError) as e:
-        adm.create_federation("a", s, spec)
+        adm.create_federation("a", s, vae_fams(spec))
     assert e.value.status == 409
     with pytest.raises(HubError) as e:
-        adm.create_federation("c", s, tiny_spec(dataclasses.replace(s, target="color")))
+        adm.create_federation("c", s, vae_fams(tiny_spec(dataclasses.replace(s, target="color"))))
     assert e.value.status == 422 and "layout" in e.value.detail
     with pytest.raises(HubError) as e:
-        adm.create_federation("d", s, spec, max_epsilon=2.0, silo_epsilon_budget=1.0)
+        adm.create_federation("d", s, vae_fams(spec), max_epsilon=2.0, silo_epsilon_budget=1.0)
     assert e.value.status == 422
     with pytest.raises(HubError) as e:
         adm.add_silo("a", "alice")

@@ -17,11 +17,14 @@ import pytest
 import torch
 from safetensors.torch import save as st_save
 
-from fedsynth.artifacts.decoder import GeneratorCard, decoder_to_bytes, sha256_bytes
+from fedsynth.artifacts.card import sha256_bytes
+from fedsynth.artifacts.safetensors import tensors_to_bytes
 from fedsynth.exchange.client import HubAdmin, HubClient, HubError
 from fedsynth.exchange.process import RunningHub
-from fedsynth.generators.nets import build_decoder
-from tests.conftest_hub import make_set, start_hub, tiny_schema, tiny_spec
+from fedsynth.generators.base import make_card
+from fedsynth.generators.vae.family import decoder_tensors
+from fedsynth.generators.vae.nets import build_decoder
+from tests.conftest_hub import honest_claim, make_set, start_hub, tiny_schema, tiny_spec, vae_fams
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +34,9 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict]:
         adm = HubAdmin(hub.url, hub.admin_token)
         s = tiny_schema()
         spec = tiny_spec(s)
-        adm.create_federation("sec", s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+        adm.create_federation(
+            "sec", s, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0
+        )
         tok = adm.add_silo("sec", "mallory")
         yield {
             "hub": hub,
@@ -54,17 +59,15 @@ class Evil:
         return (os.mkdir, (self.marker,))
 
 
+def _w(dec: torch.nn.Module) -> bytes:
+    return tensors_to_bytes(decoder_tensors(dec), "dp-vae/1")
+
+
 def _push_weights(env: dict, payload: bytes, *, name: str = "class-0.safetensors") -> HubError:
     """Push ``payload`` as weights with an otherwise valid card whose hash matches it."""
     s, spec = env["schema"], env["spec"]
-    card = GeneratorCard(
-        spec=spec.to_dict(),
-        schema_hash=s.hash(),
-        class_label="yes",
-        epsilon=1.0,
-        delta=1e-6,
-        accountant="rdp",
-        weights_sha256=sha256_bytes(payload),
+    card = make_card("dp-vae/1", spec, s, "yes", honest_claim(1.0, 1e-6), {}).replace(
+        weights_sha256=sha256_bytes(payload)
     )
     files = [
         ("cards", ("c.json", card.to_json().encode(), "application/json")),
@@ -95,7 +98,7 @@ def test_pickle_payloads_refused_and_never_executed(env: dict, tmp_path: Path) -
 
 
 def test_hostile_cards_refused(env: dict) -> None:
-    w = decoder_to_bytes(build_decoder(env["spec"]))
+    w = _w(build_decoder(env["spec"]))
     for card in (
         b"[" * 30000,
         b"\xff\xfe",
@@ -143,7 +146,7 @@ def test_malformed_tensors_refused(env: dict) -> None:
     ):
         err = _push_weights(env, struct.pack("<Q", len(hdr)) + hdr)
         assert err.status == 422, (hdr, err.detail)
-    blob = decoder_to_bytes(dec)
+    blob = _w(dec)
     for payload, reason in (
         (blob[:-10], "truncated"),
         (blob + b"\x00" * 8, "padded"),
@@ -173,7 +176,7 @@ def test_path_traversal_in_every_name_field(env: dict) -> None:
     before = set(outside.rglob("*"))
     for n in evil_names:  # federation and silo names
         with pytest.raises(HubError) as e:
-            adm.create_federation(n, s, spec)
+            adm.create_federation(n, s, vae_fams(spec))
         assert e.value.status == 422
         with pytest.raises(HubError) as e:
             adm.add_silo("sec", n)
@@ -189,15 +192,13 @@ def test_path_traversal_in_every_name_field(env: dict) -> None:
     # upload file names and the card's class label
     g = make_set(s, spec, epsilon=0.2, seed=5)
     files = []
-    for i, (d, c) in enumerate(zip(g.decoders, g.cards, strict=True)):
+    for i, (d, c) in enumerate((x.decoder, x.card) for x in g.generators):
         files.append(("cards", (f"../../../../evil-card-{i}.json", c.to_json().encode(), "application/json")))
-        files.append(
-            ("weights", (f"/tmp/../{outside}/evil-w-{i}", decoder_to_bytes(d), "application/octet-stream"))
-        )
+        files.append(("weights", (f"/tmp/../{outside}/evil-w-{i}", _w(d), "application/octet-stream")))
     res = env["client"].push_raw(files)  # content is valid: accepted, names ignored
     assert res.generators == 2
     bad = make_set(s, spec, seed=6)
-    bad.cards[0] = dataclasses.replace(bad.cards[0], class_label="../../evil")
+    bad.generators[0].card = dataclasses.replace(bad.cards[0], class_label="../../evil")
     with pytest.raises(HubError) as e:
         env["client"].push(bad)
     assert e.value.status == 422 and "not a class" in e.value.detail
@@ -234,7 +235,9 @@ def test_pull_fast_lane_answers_like_the_route_and_keeps_its_rules(env: dict) ->
     audit events and refusals as the FastAPI route that answered the cold request."""
     hub, adm, s, spec = env["hub"], env["admin"], env["schema"], env["spec"]
     for name in ("lane", "lane-other"):
-        adm.create_federation(name, s, spec, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+        adm.create_federation(
+            name, s, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0
+        )
     alice, eve = adm.add_silo("lane", "alice"), adm.add_silo("lane-other", "eve")
     HubClient(hub.url, alice).push(make_set(s, spec, seed=7))
     g = HubClient(hub.url, alice).list_pool()[0]

@@ -33,6 +33,16 @@ def _fmt(x: float | None) -> str:
     return "" if x is None else f"{x:.4g}"
 
 
+def _spec_summary(spec: dict) -> str:
+    """A one-line view of a family spec: its scalar settings (the layout is the schema's)."""
+    items = [
+        f"{k} {v}"
+        for k, v in sorted(spec.items())
+        if isinstance(v, int | float | str | list) and k != "layout"
+    ]
+    return ", ".join(str(x) for x in items)[:300]
+
+
 def render_dashboard(sections: list[dict[str, Any]]) -> str:
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>fedsynth generator hub</title>"
@@ -44,7 +54,6 @@ def render_dashboard(sections: list[dict[str, Any]]) -> str:
     for sec in sections:
         r = sec["requirements"]
         schema = r["schema"]
-        spec = r["decoder_spec"]
         budget = r["silo_epsilon_budget"]
         parts.append(f'<section class="federation" data-federation="{escape(r["federation"])}">')
         parts.append(f"<h2>Federation <code>{escape(r['federation'])}</code></h2>")
@@ -60,11 +69,7 @@ def render_dashboard(sections: list[dict[str, Any]]) -> str:
                         f"{len(schema['columns'])} columns, target {schema['target']}, "
                         f"hash {r['schema_hash'][:12]}",
                     ],
-                    [
-                        "decoder",
-                        f"latent {spec['latent_dim']}, hidden {spec['hidden']}, output "
-                        f"{sum(b['width'] for b in spec['layout'])}",
-                    ],
+                    *([f"family {f['kind']}", _spec_summary(f["spec"])] for f in r["families"]),
                 ],
                 "requirements",
             )
@@ -84,12 +89,13 @@ def render_dashboard(sections: list[dict[str, Any]]) -> str:
         parts.append("<h3>Generator pool</h3>")
         parts.append(
             _table(
-                ["id", "silo", "class", "ε", "δ", "accountant", "created", "bytes", "sha256"],
+                ["id", "silo", "family", "class", "ε", "δ", "accountant", "created", "bytes", "sha256"],
                 [
                     [
                         g["id"],
                         g["silo"],
-                        g["class_label"],
+                        g["family"],
+                        g["class_label"] if g["class_label"] is not None else "(joint)",
                         _fmt(g["epsilon"]),
                         _fmt(g["delta"]),
                         g["accountant"],

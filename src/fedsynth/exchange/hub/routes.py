@@ -67,10 +67,16 @@ def whoami(c: CallerDep) -> dict[str, Any]:
 @admin.post("/v1/federations", status_code=201)
 def create_federation(hub: Hub, body: CreateFederation, _: AdminDep) -> dict[str, Any]:
     check_name("federation", body.name)
-    schema, spec = check_requirements(
-        body.data_schema, body.decoder_spec, body.max_epsilon, body.max_delta, body.silo_epsilon_budget
+    families_d = body.families
+    if families_d is None and body.decoder_spec is not None:  # clients from before families
+        families_d = [{"kind": "dp-vae/1", "spec": body.decoder_spec}]
+    if families_d is None:
+        raise PushRefused("give 'families' (a list of {kind, spec}) for the federation")
+    schema, families = check_requirements(
+        body.data_schema, families_d, body.max_epsilon, body.max_delta, body.silo_epsilon_budget
     )
-    sd, pd_ = schema.to_dict(), spec.to_dict()
+    sd = schema.to_dict()
+    pd_ = {"families": [{"kind": k, "spec": v} for k, v in families.items()]}
     if "\\u0000" in json.dumps([sd, pd_]):  # PostgreSQL JSON cannot hold NUL characters
         raise PushRefused("schema and spec may not contain NUL characters")
     try:

@@ -42,7 +42,8 @@ class CreateFederation(BaseModel):
     model_config = ConfigDict(populate_by_name=True, extra="forbid")
     name: str = Field(max_length=64)
     data_schema: dict[str, Any] = Field(alias="schema")
-    decoder_spec: dict[str, Any]
+    families: list[dict[str, Any]] | None = Field(default=None, max_length=16)  # [{kind, spec}]
+    decoder_spec: dict[str, Any] | None = None  # before families: a dp-vae decoder spec
     max_epsilon: float = Field(gt=0)
     max_delta: float = Field(gt=0, lt=1)
     silo_epsilon_budget: float = Field(gt=0)

@@ -16,7 +16,8 @@ def requirements_of(f: db.Federation) -> Requirements:
         {
             "federation": f.name,
             "schema": f.schema_json,
-            "decoder_spec": f.spec_json,
+            # spec_json is {"families": [...]} (migration 0002 wrapped older bare decoder specs)
+            "families": f.spec_json["families"],
             "max_epsilon": f.max_epsilon,
             "max_delta": f.max_delta,
             "silo_epsilon_budget": f.silo_epsilon_budget,
@@ -28,7 +29,8 @@ def generator_dict(g: db.Generator, silo: str) -> dict[str, Any]:
     return {
         "id": g.id,
         "silo": silo,
-        "class_label": g.class_label,
+        "family": g.family,
+        "class_label": g.class_label or None,  # "" in the table: a joint model
         "epsilon": g.epsilon,
         "delta": g.delta,
         "accountant": g.accountant,
