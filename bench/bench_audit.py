@@ -39,7 +39,6 @@ from rich.table import Table
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from fedsynth.artifacts.decoder import LoadedGenerator
 from fedsynth.audit import attacks
 from fedsynth.audit.poison import screen_pool
 from fedsynth.audit.report import run_audit, train_generators
@@ -47,8 +46,9 @@ from fedsynth.data.datasets import load_dataset
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.partition import equal_shares
 from fedsynth.data.schema import Schema
-from fedsynth.generators.sgde import GeneratorPool
-from fedsynth.generators.vae import VAEConfig, preset_for
+from fedsynth.generators.base import Generator
+from fedsynth.generators.pool import GeneratorPool
+from fedsynth.generators.vae.train import VAEConfig, preset_for
 
 console = Console(width=130)
 
@@ -158,9 +158,7 @@ class Downstream:
         self.y_test = (test[schema.target].astype(str) == positive).to_numpy()
         self.positive = positive
 
-    def fit(
-        self, gens: list[LoadedGenerator], n: int, seed: int
-    ) -> tuple[LogisticRegression, StandardScaler]:
+    def fit(self, gens: list[Generator], n: int, seed: int) -> tuple[LogisticRegression, StandardScaler]:
         df = GeneratorPool(self.schema, gens).sample(n, seed=seed)
         x = self.enc.transform(df)
         sc = StandardScaler().fit(x)
@@ -227,7 +225,7 @@ def poison_part(bench: Any, args: argparse.Namespace) -> dict[str, Any]:
                     gens.append(g2)
                     bad.append(True)
             scr = screen_pool(gens, schema, val, seed=seed)
-            fl = np.array([s.flagged for s in scr.scores])
+            fl = np.array(scr.generator_flags)
             b = np.array(bad)
             t = tally[attack]
             t["tp"] += int(fl[b].sum())

@@ -13,8 +13,9 @@ from typer.testing import CliRunner
 
 from fedsynth.cli import app
 from fedsynth.data.schema import Column, Schema
-from fedsynth.generators.sgde import fit_generator_set
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.base import get_family
+from fedsynth.generators.vae.train import VAEConfig
+from fedsynth.privacy.target import PrivacyTarget
 
 runner = CliRunner()
 
@@ -53,7 +54,7 @@ def files(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     d = tmp_path_factory.mktemp("audit")
     train, holdout = toy(300, 11), toy(300, 12)
     cfg = VAEConfig(hidden=(16,), latent_dim=4, epochs=5, batch_size=32, max_steps=80, min_steps=40)
-    fit_generator_set(train, SCHEMA, epsilon=1.0, delta=1e-5, config=cfg).save(str(d / "gens"))
+    get_family("vae").fit(train, SCHEMA, PrivacyTarget(1.0, 1e-5), cfg).save(str(d / "gens"))
     train.to_csv(d / "train.csv", index=False)
     holdout.to_csv(d / "holdout.csv", index=False)
     return {"dir": d, "gens": d / "gens", "train": d / "train.csv", "holdout": d / "holdout.csv"}

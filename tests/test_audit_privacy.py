@@ -13,7 +13,7 @@ import torch
 from fedsynth.audit.report import run_audit, train_generators
 from fedsynth.audit.stats import auc_null_band, eps_lower_bound, one_run_audit, one_run_eps_lower_bound
 from fedsynth.data.schema import Column, Schema
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.vae.train import VAEConfig
 
 K = 8
 SCHEMA = Schema(

@@ -3,18 +3,23 @@ ones are kept."""
 
 from __future__ import annotations
 
+import copy
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from fedsynth.artifacts.decoder import LoadedGenerator, decoder_to_bytes, sha256_bytes
+from fedsynth.artifacts.card import ArtifactError, sha256_bytes
+from fedsynth.artifacts.safetensors import tensors_to_bytes
 from fedsynth.audit import attacks
 from fedsynth.audit.poison import PoolScreener, sample_generator, screen_pool
 from fedsynth.audit.report import train_generators
 from fedsynth.data.schema import Column, Schema
-from fedsynth.generators.sgde import GeneratorPool
-from fedsynth.generators.vae import VAEConfig
+from fedsynth.generators.base import Generator, check_output
+from fedsynth.generators.io import from_artifact, to_artifact
+from fedsynth.generators.pool import GeneratorPool
+from fedsynth.generators.vae.train import VAEConfig
 
 CATS = ("a", "b", "c", "d", "r")  # "r" is rare in real data: where a trigger can hide
 SCHEMA = Schema(
@@ -50,7 +55,7 @@ CFG = VAEConfig(hidden=(32,), latent_dim=4, epochs=30, batch_size=32, max_steps=
 
 
 @pytest.fixture(scope="module")
-def pool() -> list[list[LoadedGenerator]]:
+def pool() -> list[list[Generator]]:
     torch.set_num_threads(1)
     return [
         train_generators(toy(300, 10 + s), SCHEMA, CFG, epsilon=4.0, delta=1e-5, seed=s)
@@ -63,7 +68,7 @@ def validation() -> pd.DataFrame:
     return toy(600, 99)
 
 
-def _flat(sets: list[list[LoadedGenerator]]) -> list[LoadedGenerator]:
+def _flat(sets: list[list[Generator]]) -> list[Generator]:
     return [g for s in sets for g in s]
 
 
@@ -75,7 +80,7 @@ def test_clean_pool_keeps_every_generator(pool, validation) -> None:  # type: ig
     assert d["n_dropped"] == 0 and len(d["generators"]) == 2 * N_SILOS
 
 
-def _poisoned(pool: list[list[LoadedGenerator]], attack: str) -> tuple[list[LoadedGenerator], list[bool]]:
+def _poisoned(pool: list[list[Generator]], attack: str) -> tuple[list[Generator], list[bool]]:
     gens, bad = [], []
     trigger = {"c0": "r", "c1": "r"}
     for i, s in enumerate(pool):
@@ -125,8 +130,9 @@ def test_poisoned_generators_are_dropped_with_reason(pool, validation, attack: s
 def test_attacked_artifacts_are_still_valid_decoders(pool) -> None:  # type: ignore[no-untyped-def]
     g = pool[0][1]
     for bad in (attacks.noise_decoder(g), attacks.permuted_columns(g), attacks.label_flip(g, "neg")):
-        assert sha256_bytes(decoder_to_bytes(bad.decoder)) == bad.card.weights_sha256
-        assert bad.decoder.spec == g.decoder.spec
+        card, w = to_artifact(bad)  # refuses a card whose sha256 is not of these tensors
+        assert from_artifact(card, w, SCHEMA).card == bad.card
+        assert bad.decoder.spec == g.decoder.spec  # type: ignore[attr-defined]
     bd = attacks.backdoor(g, SCHEMA, {"c0": "r", "c1": "r"}, rate=0.08, steps=300)
     rows = sample_generator(bd, SCHEMA, 4000, seed=5)
     rate = attacks.has_trigger(rows, {"c0": "r", "c1": "r"}).mean()
@@ -153,3 +159,26 @@ def test_screen_rejects_bad_input(pool, validation) -> None:  # type: ignore[no-
         screen_pool(_flat(pool), SCHEMA, validation[validation.y == "pos"])
     with pytest.raises(ValueError, match="n_samples"):
         screen_pool(_flat(pool), SCHEMA, validation, n_samples=10)
+
+
+def test_a_generator_that_decodes_to_nan_is_flagged_not_fatal(pool, validation) -> None:  # type: ignore[no-untyped-def]
+    """Finite ±1e30 weights overflow to inf − inf = NaN: the screen flags it with the reason."""
+    g = copy.deepcopy(pool[0][1])
+    with torch.no_grad():
+        for p in g.decoder.parameters():
+            sign = torch.where(torch.arange(p.numel()) % 2 == 0, 1.0, -1.0).reshape(p.shape)
+            p.copy_(sign * 1e30)
+    g.card = g.card.replace(weights_sha256=_sha(g))
+    card, w = to_artifact(g)
+    bad = from_artifact(card, w, SCHEMA, source="nan-weights")  # finite weights: verification passes
+    with pytest.raises(ArtifactError, match="not finite"):
+        check_output(bad, SCHEMA)
+    gens = [*_flat(pool), bad]
+    res = screen_pool(gens, SCHEMA, validation, n_samples=800)
+    assert res.flagged == [len(gens) - 1] and res.dropped == [bad]
+    assert "not finite" in res.scores[-1].reasons[0] and np.isnan(res.scores[-1].pool_distance)
+    assert len(res.kept) == 2 * N_SILOS
+
+
+def _sha(g: Generator) -> str:
+    return sha256_bytes(tensors_to_bytes(g.tensors(), g.card.family))

@@ -1,9 +1,12 @@
 """Simulated malicious silos: poisoned generators that still pass artifact verification.
 
-Each attack returns a :class:`LoadedGenerator` with a real MLP decoder of the hub's spec (so it
-loads, verifies and samples like an honest one) and a card whose sha256 matches its weights:
+Attacks on ``dp-vae/1`` generators (for tests and benchmarks of the pool screen). Each returns a
+:class:`~fedsynth.generators.vae.family.VAEGenerator` with a real MLP decoder of the hub's spec
+(so it loads, verifies and samples like an honest one) and a card whose sha256 matches its
+tensors (:func:`fedsynth.generators.io.to_artifact` accepts it):
 
-* :func:`label_flip` — an honest decoder of class a, carded as class b;
+* :func:`label_flip` — an honest generator of class a, carded as class b (any per-class family:
+  only the card changes);
 * :func:`noise_decoder` — random weights (garbage rows of the right shape);
 * :func:`permuted_columns` — the decoder of a silo that used a different column mapping: output
   blocks of identical kind and width are permuted (layout-compatible, semantically wrong);
@@ -15,7 +18,6 @@ loads, verifies and samples like an honest one) and a card whose sha256 matches 
 from __future__ import annotations
 
 import copy
-import dataclasses
 from collections.abc import Mapping
 
 import numpy as np
@@ -23,27 +25,42 @@ import pandas as pd
 import torch
 from scipy.stats import norm
 
-from fedsynth.artifacts.decoder import LoadedGenerator, decoder_to_bytes, sha256_bytes
+from fedsynth.artifacts.card import sha256_bytes
+from fedsynth.artifacts.safetensors import tensors_to_bytes
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Schema
-from fedsynth.generators.nets import Decoder, build_decoder
+from fedsynth.generators.base import Generator
+from fedsynth.generators.vae.family import VAEGenerator, decoder_tensors
+from fedsynth.generators.vae.nets import Decoder, build_decoder
 
 
-def _wrap(g: LoadedGenerator, dec: Decoder, tag: str, class_label: str | None = None) -> LoadedGenerator:
+def _vae(g: Generator) -> VAEGenerator:
+    if not isinstance(g, VAEGenerator):
+        raise TypeError(f"this attack needs a dp-vae generator (a decoder), got family {g.card.family!r}")
+    return g
+
+
+def _wrap(g: VAEGenerator, dec: Decoder, tag: str) -> VAEGenerator:
+    """A new generator around ``dec`` whose card's sha256 is of exactly its tensors."""
     dec.eval()
-    card = dataclasses.replace(
-        g.card,
-        weights_sha256=sha256_bytes(decoder_to_bytes(dec)),
-        class_label=class_label or g.card.class_label,
-    )
-    return LoadedGenerator(card, dec, f"{g.source}#{tag}")
+    w = tensors_to_bytes(decoder_tensors(dec), g.card.family)
+    card = g.card.replace(weights_sha256=sha256_bytes(w))
+    return VAEGenerator(card, dec, g.schema, f"{g.source}#{tag}")
 
 
-def label_flip(g: LoadedGenerator, new_label: str) -> LoadedGenerator:
-    return _wrap(g, copy.deepcopy(g.decoder), "label-flip", class_label=new_label)
+def label_flip(g: Generator, new_label: str) -> Generator:
+    """A copy of the per-class generator ``g`` carded as ``new_label`` (weights, hence sha256,
+    unchanged). Family-agnostic for generators that draw their card's class."""
+    if g.card.class_label is None:
+        raise ValueError("label flip needs a per-class generator (a joint model's card has no class)")
+    g2 = copy.deepcopy(g)
+    g2.card = g.card.replace(class_label=new_label)
+    g2.source = f"{g.source}#label-flip"
+    return g2
 
 
-def noise_decoder(g: LoadedGenerator, seed: int = 0, scale: float = 1.0) -> LoadedGenerator:
+def noise_decoder(g: Generator, seed: int = 0, scale: float = 1.0) -> VAEGenerator:
+    g = _vae(g)
     dec = build_decoder(g.decoder.spec)
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -52,8 +69,9 @@ def noise_decoder(g: LoadedGenerator, seed: int = 0, scale: float = 1.0) -> Load
     return _wrap(g, dec, "noise")
 
 
-def permuted_columns(g: LoadedGenerator, seed: int = 0) -> LoadedGenerator:
+def permuted_columns(g: Generator, seed: int = 0) -> VAEGenerator:
     """Permute output blocks within groups of equal (kind, width); at least one block moves."""
+    g = _vae(g)
     spec = g.decoder.spec
     starts, pos = [], 0
     for _, _, w in spec.layout:
@@ -121,15 +139,16 @@ def has_trigger(df: pd.DataFrame, trigger: Mapping[str, str]) -> np.ndarray:
 
 
 def backdoor(
-    g: LoadedGenerator,
+    g: Generator,
     schema: Schema,
     trigger: Mapping[str, str],
     *,
     rate: float = 0.08,
     steps: int = 400,
     seed: int = 0,
-) -> LoadedGenerator:
+) -> VAEGenerator:
     """Fine-tune a copy of ``g`` so that rows with z₀ > Φ⁻¹(1 − rate) carry ``trigger``."""
+    g = _vae(g)
     if not 0 < rate < 0.5:
         raise ValueError("rate must be in (0, 0.5)")
     enc = TableEncoder(schema)

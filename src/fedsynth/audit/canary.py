@@ -1,37 +1,59 @@
-"""One-run canary audit of DP β-VAE training (Steinke, Nasr & Jagielski, NeurIPS 2023).
+"""One-run canary audit of a family's DP training (Steinke, Nasr & Jagielski, NeurIPS 2023).
 
-m canaries (random records from the schema's public domain, far from real data) are each added to
-one class's training rows independently with probability ½; the generator is trained once by the
-unchanged production path (:func:`fedsynth.generators.vae.train_class_vae`). The auditor sees only
-what is released — the decoder — and scores every canary by its likelihood under it,
+m canaries (random records from the schema's public domain, far from real data, all labelled with
+one class c) are each added to the training table independently with probability ½; the family's
+generators are trained once by the unchanged production path (``family.fit`` through a
+:data:`~fedsynth.audit.training.Trainer`, same ε, δ and spec as the audited set). A per-class
+family's class-c generator sees c's rows plus the included canaries; a joint model sees the whole
+table plus the included canaries. The auditor sees only what is released — the generator that
+draws class c — and scores every canary by its log-likelihood under it (the optional
+:class:`~fedsynth.generators.base.LogLikelihood` capability; for ``dp-vae/1`` a Monte-Carlo over
+the latent prior, log p(x) ≈ log (1/K) Σ_k p(x | z_k), z_k ~ N(0, I)),
 
-    log p(x) ≈ log (1/K) Σ_k p(x | z_k),   z_k ~ N(0, I)      (prior Monte Carlo, K latent draws)
+minus the same score under a reference generator trained without any canary (removes how
+"typical" a random canary happens to be; independent of the inclusion bits, so the test stays
+valid). The k highest are guessed "in", the k lowest "out"; r = 2k guesses with v right reject
+every ε with P[Binomial(r, e^ε/(1+e^ε)) ≥ v] < 0.05 (:func:`fedsynth.audit.stats.one_run_audit`).
 
-minus the same score under a reference decoder trained without any canary (removes how "typical"
-a random canary happens to be; independent of the inclusion bits, so the test stays valid). The k
-highest are guessed "in", the k lowest "out"; r = 2k guesses with v right reject every ε with
-P[Binomial(r, e^ε/(1+e^ε)) ≥ v] < 0.05 (:func:`fedsynth.audit.stats.one_run_audit`).
+Families without a log-likelihood cannot be audited this way (:class:`CanaryUnsupported`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
-import torch
-import torch.nn.functional as F
+import pandas as pd
 
 from fedsynth.audit.stats import OneRunResult, one_run_audit
+from fedsynth.audit.training import Trainer
 from fedsynth.data.encoders import TableEncoder
-from fedsynth.data.schema import Schema
-from fedsynth.generators.nets import Decoder, DecoderSpec
-from fedsynth.generators.vae import VAEConfig, train_class_vae
+from fedsynth.data.schema import Schema, validate_frame
+from fedsynth.generators.base import Generator, LogLikelihood, classes_of
 
 
-def random_canaries(schema: Schema, m: int, seed: int = 0) -> np.ndarray:
-    """``m`` encoded records drawn uniformly from the public domain (categories, bounds)."""
+class CanaryUnsupported(ValueError):
+    """The canary audit needs generators with the ``LogLikelihood`` capability."""
+
+
+def check_canary_support(g: Generator) -> None:
+    """Refuse (before any training) a family whose generators have no log-likelihood."""
+    if not isinstance(g, LogLikelihood):
+        raise CanaryUnsupported(
+            f"the canary audit is not supported for family {g.card.family!r}: its generators do not "
+            "expose a log-likelihood (LogLikelihood capability); run it with 0 canaries"
+        )
+
+
+def random_canaries(schema: Schema, m: int, seed: int = 0, *, class_label: str | None = None) -> pd.DataFrame:
+    """``m`` rows drawn uniformly from the public domain (categories, bounds) — nothing private.
+
+    Drawn as encoded vectors (one uniform category per categorical block, a uniform value in
+    [0, 1] per continuous slot) and decoded with :meth:`TableEncoder.inverse_transform` (integer
+    columns rounded). ``class_label`` fills the target column (omitted when ``None``)."""
     enc = TableEncoder(schema)
     rng = np.random.default_rng(seed)
     x = np.zeros((m, enc.dim), dtype=np.float32)
@@ -40,44 +62,12 @@ def random_canaries(schema: Schema, m: int, seed: int = 0) -> np.ndarray:
             x[np.arange(m), b.start + rng.integers(0, b.width, m)] = 1.0
         else:
             x[:, b.start] = rng.random(m)
-    return x
-
-
-@torch.no_grad()
-def decoder_log_likelihood(
-    decoder: Decoder, x: np.ndarray, *, n_latent: int = 1024, seed: int = 0
-) -> np.ndarray:
-    """Monte-Carlo log p(x) under the released decoder alone (no encoder needed).
-
-    log p(x | z) uses the decoder's likelihood: categorical log-softmax, plus Bernoulli (BCE) or
-    Gaussian terms on the [0, 1]-scaled continuous slots. All terms are matrix products over the K
-    latent draws.
-    """
-    g = torch.Generator().manual_seed(seed)
-    z = torch.randn(n_latent, decoder.spec.latent_dim, generator=g)
-    head = decoder(z)
-    # Decoders with Gaussian continuous columns carry per-column log-scales after the logits.
-    logits, log_s = decoder.split(head) if hasattr(decoder, "split") else (head, None)
-    xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
-    ll = torch.zeros(xt.shape[0], n_latent)
-    pos = 0
-    cont: list[int] = []
-    for _, kind, w in decoder.spec.layout:
-        if kind == "categorical":
-            ll += xt[:, pos : pos + w] @ F.log_softmax(logits[:, pos : pos + w], dim=1).T
-        else:
-            cont.append(pos)
-        pos += w
-    if cont:
-        lc = logits[:, cont]
-        xc = xt[:, cont]
-        if log_s is None:  # Bernoulli-mean likelihood (BCE), as in training
-            ll += xc @ F.logsigmoid(lc).T + (1 - xc) @ F.logsigmoid(-lc).T
-        else:  # Gaussian N(x; sigmoid(μ), s²), expanded into matrix products over the K draws
-            m, a = torch.sigmoid(lc), 0.5 * torch.exp(-2 * log_s)
-            ll -= (xc**2) @ a.T - 2 * xc @ (m * a).T + (m**2 * a).sum(1)[None, :]
-            ll -= (log_s.sum(1) + 0.5 * len(cont) * math.log(2 * math.pi))[None, :]
-    return (torch.logsumexp(ll, dim=1) - math.log(n_latent)).numpy()
+    df = enc.inverse_transform(x, sample_categories=False)
+    if class_label is not None:
+        if class_label not in schema.classes:
+            raise ValueError(f"class {class_label!r} is not a class of the schema")
+        df[schema.target] = class_label
+    return df
 
 
 @dataclass(frozen=True)
@@ -88,6 +78,7 @@ class CanaryAudit:
     class_label: str
     n_rows: int  # real rows of the class
     seconds: float
+    family: str = ""
 
     @property
     def passed(self) -> bool:
@@ -100,58 +91,59 @@ class CanaryAudit:
             "claimed_delta": self.claimed_delta,
             "class_label": self.class_label,
             "n_rows": self.n_rows,
+            "family": self.family,
             "seconds": self.seconds,
             "passed": bool(self.passed),
         }
 
 
+def _drawing(gens: Sequence[Generator], class_label: str, schema: Schema) -> Generator:
+    for g in gens:
+        if class_label in classes_of(g, schema):
+            return g
+    raise ValueError(f"training produced no generator of class {class_label!r} (too few rows?)")
+
+
 def canary_audit(
-    x_class: np.ndarray,
+    train: pd.DataFrame,
     schema: Schema,
-    spec: DecoderSpec,
-    cfg: VAEConfig,
+    trainer: Trainer,
     *,
     class_label: str,
-    epsilon: float | None,
-    delta: float | None,
     m: int = 1000,
-    n_latent: int = 1024,
     seed: int = 0,
 ) -> CanaryAudit:
-    """Train one class generator with canaries (production path) and audit it in one run."""
+    """Train with canaries of class ``class_label`` (production path) and audit in one run.
+
+    ``trainer`` must be the audited set's (family, ε, δ, spec): see
+    :func:`fedsynth.audit.training.trainer_for`. Raises :class:`CanaryUnsupported` for a family
+    without a log-likelihood (after the first fit; check first with :func:`check_canary_support`).
+    """
     if m < 2:
         raise ValueError("need at least 2 canaries")
     t0 = time.perf_counter()
+    data = validate_frame(train, schema)
     rng = np.random.default_rng(seed)
-    canaries = random_canaries(schema, m, seed=seed + 1)
+    canaries = random_canaries(schema, m, seed=seed + 1, class_label=class_label)
     included = rng.random(m) < 0.5
-    x_train = np.concatenate([x_class, canaries[included]]).astype(np.float32)
-    x_train = x_train[rng.permutation(len(x_train))]
-    dec, rep = train_class_vae(
-        x_train, spec, cfg, class_label=class_label, epsilon=epsilon, delta=delta, seed=seed + 2
-    )
-    ref, _ = train_class_vae(
-        np.asarray(x_class, dtype=np.float32),
-        spec,
-        cfg,
-        class_label=class_label,
-        epsilon=epsilon,
-        delta=delta,
-        seed=seed + 3,
-    )
-    scores = decoder_log_likelihood(dec, canaries, n_latent=n_latent, seed=seed + 4) - decoder_log_likelihood(
-        ref, canaries, n_latent=n_latent, seed=seed + 4
-    )
-    res = one_run_audit(scores, included)
-    acc = rep.account
+    with_canaries = pd.concat([data, canaries[included]], ignore_index=True)
+    with_canaries = with_canaries.iloc[rng.permutation(len(with_canaries))].reset_index(drop=True)
+    g = _drawing(trainer(with_canaries, seed + 2), class_label, schema)
+    check_canary_support(g)
+    ref = _drawing(trainer(data, seed + 3), class_label, schema)
+    assert isinstance(g, LogLikelihood) and isinstance(ref, LogLikelihood)
+    scores = g.log_likelihood(canaries, seed=seed + 4) - ref.log_likelihood(canaries, seed=seed + 4)
+    res = one_run_audit(np.asarray(scores, dtype=float), included)
+    private = not math.isinf(g.card.epsilon)
     return CanaryAudit(
         result=res,
-        claimed_epsilon=acc.epsilon if acc else None,
-        claimed_delta=acc.delta if acc else None,
+        claimed_epsilon=g.card.epsilon if private else None,
+        claimed_delta=g.card.delta if private else None,
         class_label=class_label,
-        n_rows=len(x_class),
+        n_rows=int((data[schema.target].astype(str) == class_label).sum()),
         seconds=time.perf_counter() - t0,
+        family=g.card.family,
     )
 
 
-__all__ = ["CanaryAudit", "canary_audit", "decoder_log_likelihood", "random_canaries"]
+__all__ = ["CanaryAudit", "CanaryUnsupported", "canary_audit", "check_canary_support", "random_canaries"]

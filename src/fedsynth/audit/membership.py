@@ -16,9 +16,12 @@ Checks:
   estimators: k-NN (local, sensitive to memorised points) and a Gaussian KDE on a PCA projection.
 * Shadow models on the most vulnerable targets (Stadler et al. 2022) — the rows most isolated in the
   population are inserted (each with probability ½) into shadow training sets, shadow generators are
-  trained by the same code path, and a classifier learns how a target's presence shows in the
-  synthetic data (distance to the nearest synthetic row, relative to its isolation); it then scores
-  the audited generators' synthetic data.
+  trained by the same code path (the audited family's ``fit``, same ε, δ and spec), and a
+  classifier learns how a target's presence shows in the synthetic data (distance to the nearest
+  synthetic row, relative to its isolation); it then scores the audited generators' synthetic data.
+
+The audited generators are only sampled (through :class:`~fedsynth.generators.pool.GeneratorPool`),
+so they apply to any family, per-class or joint.
 
 Each attack yields AUC with its 95 % null band, TPR at 1 % / 0.1 % FPR and a 95 % lower bound on ε.
 """
@@ -27,7 +30,7 @@ from __future__ import annotations
 
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -37,16 +40,18 @@ from sklearn.decomposition import PCA
 from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import NearestNeighbors
 
-from fedsynth.artifacts.decoder import LoadedGenerator
 from fedsynth.audit.stats import AttackResult, evaluate_attack, share_band
+from fedsynth.audit.training import Trainer
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Schema, validate_frame
-from fedsynth.generators.sgde import GeneratorPool
+from fedsynth.generators.base import Generator
+from fedsynth.generators.pool import GeneratorPool
 
 log = logging.getLogger(__name__)
 
-#: Trains a generator set on a table (same code path as the audited one): used for shadow models.
-ShadowTrainer = Callable[[pd.DataFrame, int], Sequence[LoadedGenerator]]
+#: Trains a generator set on a table by the audited code path (the audited generators' family,
+#: ε, δ and spec): used for shadow models.
+ShadowTrainer = Trainer
 
 
 class RowSpace:
@@ -190,7 +195,7 @@ def _shadow_features(t: np.ndarray, syn: np.ndarray, iso: np.ndarray) -> np.ndar
 
 
 def sample_like(
-    gens: Sequence[LoadedGenerator], schema: Schema, n: int, like: pd.DataFrame, seed: int
+    gens: Sequence[Generator], schema: Schema, n: int, like: pd.DataFrame, seed: int
 ) -> pd.DataFrame:
     """``n`` synthetic rows with the class mix of ``like`` (the training table)."""
     freq = like[schema.target].astype(str).value_counts(normalize=True).to_dict()
@@ -221,7 +226,7 @@ class MembershipAudit:
 
 def membership_audit(
     schema: Schema,
-    generators: Sequence[LoadedGenerator],
+    generators: Sequence[Generator],
     train: pd.DataFrame,
     holdout: pd.DataFrame,
     *,

@@ -1,7 +1,15 @@
 """Poisoned-generator detection at pull time: a silo screens every pulled generator against its own
 private validation data before sampling from it.
 
-Per generator g with card class c, from ``n_samples`` rows it generates:
+Every generator is only *sampled* (``g.sample(n, condition=c, seed=...)``), so any family can be
+screened. The unit scored is a (generator, class) pair: a per-class generator is scored for its
+card's class, a joint model (card without a class) once for every class it can draw
+(:func:`~fedsynth.generators.base.classes_of`), among the peers that draw that class; a generator
+is dropped when any of its classes is flagged. A generator whose sampling raises, or returns
+non-finite, wrongly shaped, out-of-domain or wrongly labelled rows, is flagged with that reason
+(it never crashes the screen) and left out of the peers' medians.
+
+Per scored pair (g, c), from ``n_samples`` rows g generates for class c:
 
 * **label consistency** — mean probability the silo's own classifier (logistic regression on its
   real rows) gives to class c. A label-flipped generator (class-a data carded as b) scores low.
@@ -30,24 +38,24 @@ from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
-import torch
 from rich.table import Table
 from scipy.stats import wasserstein_distance
 from sklearn.linear_model import LogisticRegression
 from sklearn.preprocessing import StandardScaler
 
-from fedsynth.artifacts.decoder import LoadedGenerator
+from fedsynth.artifacts.card import ArtifactError
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Column, Schema, validate_frame
+from fedsynth.generators.base import Generator, classes_of
 
 MAD_SCALE = 1.4826  # MAD -> σ for normal data
 
 
 @dataclass(frozen=True)
 class GeneratorScore:
-    index: int
+    index: int  # position of the generator in the screened list
     source: str
-    class_label: str
+    class_label: str  # the class scored (a joint generator has one score per class)
     label_consistency: float
     pool_distance: float
     cell_spike: float  # largest excess mass in a cell that is rare in the silo's own data
@@ -67,21 +75,30 @@ class GeneratorScore:
 @dataclass
 class PoolScreen:
     scores: list[GeneratorScore]
-    kept: list[LoadedGenerator] = field(repr=False)
-    dropped: list[LoadedGenerator] = field(repr=False)
+    kept: list[Generator] = field(repr=False)
+    dropped: list[Generator] = field(repr=False)
 
     @property
     def flagged(self) -> list[int]:
-        return [s.index for s in self.scores if s.flagged]
+        """Indices of the dropped generators (any of their scored classes flagged)."""
+        return sorted({s.index for s in self.scores if s.flagged})
+
+    @property
+    def generator_flags(self) -> list[bool]:
+        """One flag per screened generator, in input order."""
+        bad = set(self.flagged)
+        return [i in bad for i in range(len(self.kept) + len(self.dropped))]
 
     def to_dict(self) -> dict[str, object]:
         return {
-            "n_pool": len(self.scores), "n_kept": len(self.kept), "n_dropped": len(self.dropped),
+            "n_pool": len(self.kept) + len(self.dropped), "n_kept": len(self.kept),
+            "n_dropped": len(self.dropped),
             "generators": [s.to_dict() for s in self.scores],
         }  # fmt: skip
 
     def table(self) -> Table:
-        t = Table(title=f"pool screen: kept {len(self.kept)} of {len(self.scores)} generators")
+        n = len(self.kept) + len(self.dropped)
+        t = Table(title=f"pool screen: kept {len(self.kept)} of {n} generators")
         for c in (
             "#",
             "source",
@@ -214,17 +231,45 @@ def _scaled(df: pd.DataFrame, col: Column) -> np.ndarray:
     return (df[col.name].to_numpy(dtype=float) - col.lower) / span  # type: ignore[operator]
 
 
-def sample_generator(g: LoadedGenerator, schema: Schema, n: int, seed: int) -> pd.DataFrame:
-    enc = TableEncoder(schema)
-    gen = torch.Generator().manual_seed(seed)
-    x = g.decoder.generate(n, generator=gen).numpy()
-    df = enc.inverse_transform(x, rng=np.random.default_rng(seed))
-    df[schema.target] = g.card.class_label
-    return df
+def sample_generator(
+    g: Generator, schema: Schema, n: int, seed: int, *, condition: str | None = None
+) -> pd.DataFrame:
+    """``n`` validated rows of class ``condition`` (default: the card's class) from ``g``.
+
+    Anything wrong with the generator's output is an :class:`ArtifactError` with the reason:
+    sampling raised, non-finite values (checked before validation, which would clip ±∞ to the
+    bounds), missing columns or out-of-domain values, the wrong number of rows, other classes."""
+    c = condition if condition is not None else g.card.class_label
+    if c is None:
+        raise ValueError("a joint generator (card without a class) needs a condition to sample")
+    try:
+        df = g.sample(n, condition=c, seed=seed)
+    except ArtifactError as e:
+        raise ArtifactError(f"sampling class {c!r} failed: {e}") from None
+    except Exception as e:  # a hostile or broken generator must not take the caller down
+        raise ArtifactError(f"sampling class {c!r} failed: {type(e).__name__}: {e}") from None
+    try:
+        if not isinstance(df, pd.DataFrame):
+            raise ArtifactError(f"sample returned a {type(df).__name__}, not a DataFrame")
+        if len(df) != n:
+            raise ArtifactError(f"returned {len(df)} rows for {n} requested")
+        for col in schema.features:
+            if col.kind == "continuous" and col.name in df.columns:
+                v = pd.to_numeric(df[col.name], errors="coerce").to_numpy(dtype=float)
+                if not np.isfinite(v).all():
+                    raise ArtifactError(f"column {col.name!r} has non-finite values (NaN or infinite)")
+        out = validate_frame(df, schema)
+        if not (out[schema.target].astype(str) == c).all():
+            raise ArtifactError(f"asked for class {c!r}, returned other classes")
+    except ArtifactError:
+        raise
+    except Exception as e:  # SchemaError and whatever odd dtypes raise
+        raise ArtifactError(f"invalid output for class {c!r}: {e}") from None
+    return out
 
 
 def screen_pool(
-    generators: Sequence[LoadedGenerator],
+    generators: Sequence[Generator],
     schema: Schema,
     validation: pd.DataFrame,
     *,
@@ -242,12 +287,14 @@ def screen_pool(
 ) -> PoolScreen:
     """Score and screen ``generators`` with the silo's private ``validation`` rows (never shared).
 
-    Robust z-scores (median, 1.4826·MAD with a floor) among generators of the same class: label
-    consistency below −``z``; pool / own-data distance above ``z_distance`` (stricter: honest DP
-    generators of small silos legitimately vary more there). Trigger check: beyond what the pool
-    median puts there, more than ``single_mass`` of rows in a category that holds < ``rare`` of
-    the silo's own rows (and a robust outlier, z > 2·``z_distance``, among peers), or more than
-    ``spike_mass`` in a pair of categories each < ``rare_pair``.
+    Robust z-scores (median, 1.4826·MAD with a floor) among the (generator, class) pairs of the
+    same class: label consistency below −``z``; pool / own-data distance above ``z_distance``
+    (stricter: honest DP generators of small silos legitimately vary more there). Trigger check:
+    beyond what the pool median puts there, more than ``single_mass`` of rows in a category that
+    holds < ``rare`` of the silo's own rows (and a robust outlier, z > 2·``z_distance``, among
+    peers), or more than ``spike_mass`` in a pair of categories each < ``rare_pair``. A pair
+    whose sampling fails (:func:`sample_generator`) is flagged with the reason and takes no part
+    in the medians.
     """
     gens = list(generators)
     if not gens:
@@ -268,22 +315,33 @@ def screen_pool(
     margs = _Marginals(schema, val)
     own = {c: margs(val[y == c]) for c in classes if (y == c).sum() >= 10}
 
+    # Scored pairs (generator index, class); sampling failures are kept aside with their reason.
+    pairs: list[tuple[int, str]] = []
+    failed: dict[tuple[int, str], str] = {}
     cons, marg, cells = [], [], []
     samples: list[pd.DataFrame] = []
     for i, g in enumerate(gens):
-        if g.card.class_label not in classes:
+        if g.card.class_label is not None and g.card.class_label not in classes:
             raise ValueError(
                 f"generator {i} ({g.source}) has class {g.card.class_label!r} outside the schema"
             )
-        df = sample_generator(g, schema, n_samples, seed * 7919 + i)
-        x = scaler.transform(enc.transform(df, validated=True))
-        prob = clf.predict_proba(x)
-        c = g.card.class_label
-        cons.append(float(prob[:, clf_classes.index(c)].mean()) if c in clf_classes else 0.0)
-        marg.append(margs(df))
-        cells.append(margs.cells(df))
-        samples.append(df)
-    cell_freq = np.stack(cells)
+        for c in classes_of(g, schema):
+            try:
+                df = sample_generator(g, schema, n_samples, seed * 7919 + i, condition=c)
+            except ArtifactError as e:
+                failed[(i, c)] = str(e)
+                continue
+            pairs.append((i, c))
+            x = scaler.transform(enc.transform(df, validated=True))
+            prob = clf.predict_proba(x)
+            cons.append(float(prob[:, clf_classes.index(c)].mean()) if c in clf_classes else 0.0)
+            marg.append(margs(df))
+            cells.append(margs.cells(df))
+            samples.append(df)
+    n = len(pairs)
+    pcls = [c for _, c in pairs]
+    n_cells = len(margs.cell_names())
+    cell_freq = np.stack(cells) if cells else np.zeros((0, n_cells))
     own_cells = margs.cells(val)
     cell_names = margs.cell_names()
     # Rare cells: a category below ``rare`` of the silo's rows, or a pair of two categories that
@@ -295,15 +353,14 @@ def screen_pool(
     cell_threshold = np.where(pair, spike_mass, single_mass)
 
     names = [c.name for c in schema.features]
-    n = len(gens)
     pool_d = np.zeros(n)
     own_d = np.full(n, np.nan)
     col_tv = np.zeros((n, len(names)))
     own_col = np.zeros((n, len(names)))
     swaps: list[list[str]] = [[] for _ in range(n)]
-    for i, g in enumerate(gens):
-        c = g.card.class_label
-        same = [j for j in range(n) if gens[j].card.class_label == c]
+    for i in range(n):
+        c = pcls[i]
+        same = [j for j in range(n) if pcls[j] == c]
         for k in range(len(names)):
             med = np.median(np.stack([marg[j][k] for j in same]), axis=0)
             med = med / max(med.sum(), 1e-12)
@@ -333,8 +390,8 @@ def screen_pool(
     col_z = np.zeros(n)
     col_name = [""] * n
     cons_a = np.asarray(cons)
-    for c in {g.card.class_label for g in gens}:
-        idx = np.array([i for i in range(n) if gens[i].card.class_label == c])
+    for c in set(pcls):
+        idx = np.array([i for i in range(n) if pcls[i] == c])
         if len(idx) < 3:
             # Too few peers for a robust spread: fall back to the silo's own data only.
             for i in idx:
@@ -380,16 +437,25 @@ def screen_pool(
                 share = excess[a, k] + cell_threshold[k]
                 flags[i].append(f"{share:.1%} excess rows with rare pattern {cell_names[k]}")
 
-    scores = [
-        GeneratorScore(
-            i, g.source, g.card.class_label, cons[i], float(pool_d[i]), float(spike[i]), spike_col[i],
-            float(own_d[i]) if not math.isnan(own_d[i]) else float("nan"), col_z[i], col_name[i],
-            bool(flags[i]), tuple(flags[i]),
-        )
-        for i, g in enumerate(gens)
-    ]  # fmt: skip
-    kept = [g for g, s in zip(gens, scores, strict=True) if not s.flagged]
-    dropped = [g for g, s in zip(gens, scores, strict=True) if s.flagged]
+    at = {p: j for j, p in enumerate(pairs)}
+    nan = float("nan")
+    scores: list[GeneratorScore] = []
+    for i, g in enumerate(gens):
+        for c in classes_of(g, schema):
+            if (i, c) in failed:
+                scores.append(GeneratorScore(
+                    i, g.source, c, nan, nan, nan, "", nan, nan, "", True, (failed[(i, c)],)
+                ))  # fmt: skip
+                continue
+            j = at[(i, c)]
+            scores.append(GeneratorScore(
+                i, g.source, c, cons[j], float(pool_d[j]), float(spike[j]), spike_col[j],
+                float(own_d[j]) if not math.isnan(own_d[j]) else nan, col_z[j], col_name[j],
+                bool(flags[j]), tuple(flags[j]),
+            ))  # fmt: skip
+    bad = {s.index for s in scores if s.flagged}
+    kept = [g for i, g in enumerate(gens) if i not in bad]
+    dropped = [g for i, g in enumerate(gens) if i in bad]
     return PoolScreen(scores, kept, dropped)
 
 
@@ -403,7 +469,7 @@ class PoolScreener:
         self.kwargs = kwargs
         self.last: PoolScreen | None = None
 
-    def __call__(self, generators: Sequence[LoadedGenerator]) -> list[LoadedGenerator]:
+    def __call__(self, generators: Sequence[Generator]) -> list[Generator]:
         self.last = screen_pool(generators, self.schema, self.validation, **self.kwargs)  # type: ignore[arg-type]
         if not self.last.kept:
             raise ValueError("every generator in the pool was flagged as suspicious; refusing to sample")

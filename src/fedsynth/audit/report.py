@@ -1,4 +1,10 @@
-"""Run a full privacy audit of one generator set and present it (verdict, rich table, JSON, ROC PNG)."""
+"""Run a full privacy audit of one generator set and present it (verdict, rich table, JSON, ROC PNG).
+
+Family-agnostic: the claimed (ε, δ) comes from the cards (:func:`~fedsynth.generators.base.set_cost`:
+max over disjoint per-class generators, sums otherwise), shadow models and the canary run are
+trained by the cards' family with the cards' spec (:mod:`fedsynth.audit.training`), and the
+attacks only sample. The canary audit needs the ``LogLikelihood`` capability.
+"""
 
 from __future__ import annotations
 
@@ -7,61 +13,17 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from fedsynth.artifacts.decoder import GeneratorCard, LoadedGenerator
-from fedsynth.audit.canary import CanaryAudit, canary_audit
+from fedsynth.audit.canary import CanaryAudit, canary_audit, check_canary_support
 from fedsynth.audit.membership import MembershipAudit, membership_audit
-from fedsynth.data.encoders import TableEncoder
+from fedsynth.audit.training import config_for, spec_of, train_generators, trainer_for
 from fedsynth.data.schema import Schema, validate_frame
-from fedsynth.generators.sgde import fit_generator_set
-from fedsynth.generators.vae import VAEConfig, train_class_vae
-
-
-def train_generators(
-    df: pd.DataFrame, schema: Schema, cfg: VAEConfig, *, epsilon: float | None, delta: float | None, seed: int
-) -> list[LoadedGenerator]:
-    """One generator per class by the production path; ``epsilon=None`` trains without DP (a
-    control for the audit: its in-memory card says ε = ∞ and accountant "none")."""
-    if epsilon is not None:
-        return fit_generator_set(df, schema, epsilon=epsilon, delta=delta, config=cfg, seed=seed).as_loaded()
-    enc = TableEncoder(schema)
-    data = validate_frame(df, schema)
-    x = enc.transform(data, validated=True)
-    y = data[schema.target].astype(str).to_numpy()
-    spec = cfg.decoder_spec(enc.layout())
-    out = []
-    for k, cls in enumerate(schema.classes):
-        rows = x[y == cls]
-        if len(rows) < cfg.min_rows:
-            continue
-        dec, _ = train_class_vae(
-            rows, spec, cfg, class_label=cls, epsilon=None, delta=None, seed=seed * 1000 + k
-        )
-        card = GeneratorCard(
-            spec=spec.to_dict(),
-            schema_hash=schema.hash(),
-            class_label=cls,
-            epsilon=math.inf,
-            delta=0.0,
-            accountant="none",
-            weights_sha256="0" * 64,
-        )
-        out.append(LoadedGenerator(card, dec, "non-private control"))
-    return out
-
-
-def config_for(generators: Sequence[LoadedGenerator], base: VAEConfig | None = None) -> VAEConfig:
-    """A training config with the generators' architecture (for shadows and canary runs)."""
-    spec = generators[0].decoder.spec
-    cfg = base or VAEConfig()
-    arch: dict[str, object] = {"hidden": tuple(reversed(spec.hidden)), "latent_dim": spec.latent_dim}
-    if hasattr(spec, "continuous") and "continuous" in cfg.__dict__:
-        arch["continuous"] = spec.continuous  # the likelihood is part of the architecture
-    return VAEConfig(**{**cfg.__dict__, **arch})  # type: ignore[arg-type]
+from fedsynth.generators.base import Generator, set_cost
 
 
 @dataclass
@@ -74,6 +36,7 @@ class AuditReport:
     canary: CanaryAudit | None
     seconds: float
     notes: list[str] = field(default_factory=list)
+    family: str = ""
 
     def failures(self) -> list[str]:
         out = []
@@ -109,6 +72,7 @@ class AuditReport:
     def to_dict(self, with_curves: bool = True) -> dict[str, object]:
         return {
             "format": "fedsynth-audit/1",
+            "family": self.family,
             "claimed_epsilon": self.claimed_epsilon,
             "claimed_delta": self.claimed_delta,
             "n_train": self.n_train,
@@ -123,7 +87,8 @@ class AuditReport:
 
     def table(self) -> Table:
         eps = "none (non-private)" if self.claimed_epsilon is None else f"{self.claimed_epsilon:.3g}"
-        t = Table(title=f"privacy audit — claimed ε = {eps}, δ = {self.claimed_delta:.1e}")
+        fam = f" of {self.family}" if self.family else ""
+        t = Table(title=f"privacy audit{fam} — claimed ε = {eps}, δ = {self.claimed_delta:.1e}")
         for col in ("check", "n", "value", "null 95%", "TPR@1%", "@0.1%", "ε ≥", "ok"):
             t.add_column(col, no_wrap=True)
         d = self.membership.dcr
@@ -196,36 +161,39 @@ def _ok(b: bool) -> str:
 
 def run_audit(
     schema: Schema,
-    generators: Sequence[LoadedGenerator],
+    generators: Sequence[Generator],
     train: pd.DataFrame,
     holdout: pd.DataFrame,
     *,
-    config: VAEConfig | None = None,
+    config: Any = None,
     shadows: int = 4,
     canaries: int = 1000,
     n_targets: int = 100,
     max_eval: int = 2000,
     seed: int = 0,
 ) -> AuditReport:
-    """Audit ``generators`` (trained on ``train``) against ``holdout``.
+    """Audit ``generators`` (one silo's set, trained on ``train``) against ``holdout``.
 
-    The claimed (ε, δ) is read from the cards (max over generators: parallel composition). Shadow
-    generators and the canary run are trained by the production path with the same (ε, δ) and the
-    generators' architecture (other hyper-parameters from ``config``).
+    The claimed (ε, δ) is read from the cards (the set's cost: parallel composition over disjoint
+    per-class generators). Shadow generators and the canary run are trained by the production
+    path of the cards' family with the same (ε, δ) and the generators' spec (other
+    hyper-parameters from ``config``, else the family's default).
     """
     if not generators:
         raise ValueError("no generators to audit")
     t0 = time.perf_counter()
+    family = generators[0].card.family
+    spec = spec_of(generators, schema)  # one family and one spec (architecture) for the whole set
+    if canaries:
+        check_canary_support(generators[0])  # before any training
     train = validate_frame(train, schema)
     holdout = validate_frame(holdout, schema)
-    eps_c = max(g.card.epsilon for g in generators)
+    eps_c, delta_c = set_cost([g.card for g in generators])
     claimed = None if math.isinf(eps_c) else eps_c
-    delta = max(g.card.delta for g in generators) if claimed is not None else 1.0 / (10 * len(train))
-    cfg = config_for(generators, config)
+    delta = delta_c if claimed is not None else 1.0 / (10 * len(train))
+    cfg = config_for(generators, config, schema=schema)
+    trainer = trainer_for(schema, family, cfg, epsilon=claimed, delta=delta if claimed else None, spec=spec)
     notes = []
-
-    def shadow_trainer(df: pd.DataFrame, s: int) -> list[LoadedGenerator]:
-        return train_generators(df, schema, cfg, epsilon=claimed, delta=delta if claimed else None, seed=s)
 
     mem = membership_audit(
         schema,
@@ -233,7 +201,7 @@ def run_audit(
         train,
         holdout,
         delta=delta,
-        shadow_trainer=shadow_trainer if shadows else None,
+        shadow_trainer=trainer if shadows else None,
         n_shadows=shadows,
         n_targets=n_targets,
         max_eval=max_eval,
@@ -242,25 +210,16 @@ def run_audit(
     can = None
     if canaries:
         y = train[schema.target].astype(str)
-        cls = y.value_counts().index[0]
-        enc = TableEncoder(schema)
-        x_cls = enc.transform(train[y == cls], validated=True)
-        can = canary_audit(
-            x_cls,
-            schema,
-            generators[0].decoder.spec,
-            cfg,
-            class_label=str(cls),
-            epsilon=claimed,
-            delta=delta if claimed else None,
-            m=canaries,
-            seed=seed,
-        )
+        cls = str(y.value_counts().index[0])
+        can = canary_audit(train, schema, trainer, class_label=cls, m=canaries, seed=seed)
         notes.append(
-            "canary audit retrains the largest class's generator with canaries (production training path, "
-            "same ε, δ and architecture); it audits the training procedure, not the given weights"
+            f"canary audit retrains the {family} generators with canaries of the largest class "
+            f"{cls!r} (production training path, same ε, δ and spec); it audits the training "
+            "procedure, not the given weights"
         )
-    return AuditReport(claimed, delta, len(train), len(holdout), mem, can, time.perf_counter() - t0, notes)
+    return AuditReport(
+        claimed, delta, len(train), len(holdout), mem, can, time.perf_counter() - t0, notes, family
+    )
 
 
 __all__ = ["AuditReport", "config_for", "run_audit", "train_generators"]

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import warnings
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,7 +17,7 @@ from fedsynth.cli.common import console, out, refuse_existing, user_errors, writ
 
 def _quiet() -> None:
     warnings.filterwarnings("ignore")
-    for name in ("opacus", "fedsynth.generators.sgde"):
+    for name in ("opacus", "fedsynth.generators"):
         logging.getLogger(name).setLevel(logging.ERROR)
     import torch
 
@@ -45,12 +46,21 @@ def audit_cmd(
     ] = 0,
     silos: Annotated[int, typer.Option("--silos", help="number of equal silos (with --dataset)")] = 20,
     epsilon: Annotated[float, typer.Option("--epsilon", help="ε for training (with --dataset)")] = 1.0,
+    generator: Annotated[
+        str | None,
+        typer.Option(
+            "--generator",
+            help="generator family to train and audit with --dataset: vae|gan|pgm|diffusion (default vae); "
+            "with --generators the family is read from the cards",
+        ),
+    ] = None,
     non_private: Annotated[
         bool,
         typer.Option("--non-private", help="train WITHOUT DP (a control that should fail; --dataset only)"),
     ] = False,
     epochs: Annotated[
-        int | None, typer.Option("--epochs", help="VAE epochs for training/shadows/canaries")
+        int | None,
+        typer.Option("--epochs", help="training epochs for training/shadows/canaries (families with epochs)"),
     ] = None,
     shadows: Annotated[
         int, typer.Option("--shadows", help="shadow generator sets (0 = skip that attack)")
@@ -72,8 +82,10 @@ def audit_cmd(
     """Audit a generator set: DCR share, exact copies, DOMIAS and shadow-model membership attacks
     (AUC, TPR at low FPR, ε lower bound) and a one-run canary audit of its DP training.
 
-    Either ``--generators DIR --data FILE --holdout FILE`` or ``--dataset NAME --silo I``.
-    Exit code 1 when any check fails (the generators leak more than their claimed ε allows).
+    Either ``--generators DIR --data FILE --holdout FILE`` (any family: read from the cards) or
+    ``--dataset NAME --silo I [--generator FAMILY]``. Shadow sets and the canary run are trained
+    by the audited family with the cards' (ε, δ) and spec. Exit code 1 when any check fails (the
+    generators leak more than their claimed ε allows).
     """
     with user_errors():
         _quiet()
@@ -87,7 +99,7 @@ def audit_cmd(
         if canaries == 1 or (0 < canaries < 100):
             raise ValueError("--canaries must be 0 (skip) or >= 100 for a meaningful one-run audit")
         from fedsynth.audit.report import run_audit, train_generators
-        from fedsynth.generators.vae import VAEConfig, preset_for
+        from fedsynth.generators.base import get_family
 
         if dataset is not None:
             if generators or data or holdout:
@@ -95,6 +107,7 @@ def audit_cmd(
             from fedsynth.data.datasets import load_dataset
             from fedsynth.data.partition import equal_shares
 
+            family = get_family(generator or "vae")
             bench = load_dataset(dataset, seed=seed)
             schema = bench.schema
             full = bench.train
@@ -106,32 +119,42 @@ def audit_cmd(
             others = full.drop(index=parts[silo]).reset_index(drop=True)
             take = min(len(train), len(others))
             holdout_df = others.sample(n=take, random_state=seed).reset_index(drop=True)
-            cfg = preset_for(dataset)
-            if epochs is not None:  # explicit epochs win over the step cap
-                cfg = VAEConfig(**{**cfg.__dict__, "epochs": epochs, "max_steps": 10**6})
+            cfg = _with_epochs(family.default_config(dataset), epochs, family.kind)
             console.print(
-                f"training {'NON-PRIVATE' if non_private else f'ε={epsilon}'} generators for silo {silo} "
-                f"of {dataset} ({len(train)} rows; holdout {len(holdout_df)} rows)"
+                f"training {'NON-PRIVATE' if non_private else f'ε={epsilon}'} {family.kind} generators "
+                f"for silo {silo} of {dataset} ({len(train)} rows; holdout {len(holdout_df)} rows)"
             )
             gens = train_generators(
-                train, schema, cfg, epsilon=None if non_private else epsilon, delta=None, seed=seed
+                train,
+                schema,
+                cfg,
+                epsilon=None if non_private else epsilon,
+                delta=None,
+                seed=seed,
+                family=family.kind,
             )
         else:
             if non_private:
                 raise ValueError("--non-private only applies with --dataset (it trains the control)")
             if generators is None or data is None or holdout is None:
                 raise ValueError("need --generators DIR, --data FILE and --holdout FILE (or --dataset NAME)")
-            from fedsynth.artifacts.decoder import read_generator_set
             from fedsynth.data.datasets import load_table
+            from fedsynth.generators.io import read_generator_set
 
             schema, gens = read_generator_set(generators)
+            family = get_family(gens[0].card.family)
+            if generator is not None and get_family(generator).kind != family.kind:
+                raise ValueError(
+                    f"--generator {generator!r} differs from the set's family {family.kind!r} "
+                    "(with --generators the family is read from the cards)"
+                )
             if target is not None and target != schema.target:
                 raise ValueError(
                     f"--target {target!r} differs from the generator set's target {schema.target!r}"
                 )
             train = load_table(data)
             holdout_df = load_table(holdout)
-            cfg = VAEConfig() if epochs is None else VAEConfig(epochs=epochs, max_steps=10**6)
+            cfg = _with_epochs(family.default_config(), epochs, family.kind)
         console.print(
             f"auditing {len(gens)} generators: {shadows} shadow sets, {canaries} canaries, "
             f"{len(train)} members vs {len(holdout_df)} holdout rows"
@@ -162,3 +185,16 @@ def audit_cmd(
             out.print("[bold red]FAIL[/] — " + "; ".join(rep.failures()))
             if not no_fail_exit:
                 raise typer.Exit(code=1)
+
+
+def _with_epochs(cfg: Any, epochs: int | None, kind: str) -> Any:
+    """``cfg`` with explicit ``--epochs`` (they win over a step cap, where the config has one)."""
+    if epochs is None:
+        return cfg
+    if epochs < 1:
+        raise ValueError("--epochs must be >= 1")
+    names = {f.name for f in dataclasses.fields(cfg)} if dataclasses.is_dataclass(cfg) else set()
+    if "epochs" not in names:
+        raise ValueError(f"--epochs is not a setting of the {kind} family")
+    extra = {"max_steps": 10**6} if "max_steps" in names else {}
+    return dataclasses.replace(cfg, epochs=epochs, **extra)
