@@ -59,7 +59,7 @@ def test_train_and_sample(gens: Path, tmp_path: Path):
     manifest = json.loads((gens / "manifest.json").read_text())
     assert len(manifest["generators"]) == 2
     cards = [json.loads((gens / g["card"]).read_text()) for g in manifest["generators"]]
-    assert all(0 < c["epsilon"] <= 1.0 and c["accountant"] == "rdp" for c in cards)
+    assert all(0 < c["privacy"]["epsilon"] <= 1.0 and c["privacy"]["accountant"] == "rdp" for c in cards)
     assert not list(gens.glob("*encoder*"))  # only decoders leave the silo
     out = tmp_path / "syn.csv"
     r = runner.invoke(app, ["sample", "--generators", str(gens), "--rows", "300", "--out", str(out)])
@@ -127,7 +127,7 @@ def test_corrupted_and_pickled_generators_refused(gens: Path, tmp_path: Path):
     bad.mkdir()
     for f in gens.iterdir():
         (bad / f.name).write_bytes(f.read_bytes())
-    w = bad / "class-0.safetensors"
+    w = bad / "gen-0.safetensors"
     w.write_bytes(w.read_bytes()[:-100])
     r = runner.invoke(
         app, ["sample", "--generators", str(bad), "--rows", "10", "--out", str(tmp_path / "x.csv")]

@@ -37,6 +37,8 @@ class GhostClipper:
         self._order: list[nn.Linear] = []
 
     def _hook(self, mod: nn.Module, inp: tuple[torch.Tensor, ...], out: torch.Tensor) -> None:
+        if not torch.is_grad_enabled():  # sampling / evaluation passes are not training steps
+            return
         self._order.append(mod)  # type: ignore[arg-type]
         self._acts.append(inp[0].detach())
         self._outs.append(out)

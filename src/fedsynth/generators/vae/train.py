@@ -195,6 +195,7 @@ def train_class_vae(
             running, count = 0.0, 0
     account = None
     if dp:
+        clipper.remove()  # the released decoder must not keep recording activations
         assert accountant is not None
         spent = float(accountant.get_epsilon(delta=delta))
         recomputed = epsilon_spent(sigma, q, steps, delta, cfg.accountant)  # type: ignore[arg-type]
