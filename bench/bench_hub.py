@@ -241,7 +241,7 @@ def communication(silos: int, rounds_assumed: list[int]) -> dict[str, Any]:
         adm.close()
     d = spec.output_dim
     k = len(schema.classes)
-    model_bytes = 8 * (d * k + k)  # FedAvg params as in fedsynth.federated.fedavg: W (d×k) + b (k), float64
+    model_bytes = 8 * (d * k + k)  # FedAvg params as in fedsynth.evaluation.fedavg: W (d×k) + b (k), float64
     weights_bytes = 4 * sum(int(np.prod(s)) for s in _shapes(spec))
     return {
         "dataset": "adult",

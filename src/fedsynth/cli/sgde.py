@@ -354,7 +354,7 @@ def train_generators(
     from fedsynth.data.datasets import load_table
     from fedsynth.data.schema import infer_schema, load_schema
     from fedsynth.generators.base import get_family
-    from fedsynth.privacy.bounds import coerce_to_schema, dp_schema, total_epsilon
+    from fedsynth.data.dp_schema import coerce_to_schema, dp_schema, total_epsilon
     from fedsynth.privacy.target import PrivacyTarget, check_epsilon_delta
 
     _quiet()

@@ -3,7 +3,7 @@
 A schema is *public knowledge*: everything in it may be shipped with a generator. It is either
 ``declared`` by the user (JSON/YAML), ``inferred`` from the data (which leaks the private min/max
 and category lists, so the CLI says so), or estimated with differential privacy (``dp``; see
-:mod:`fedsynth.privacy.bounds`), in which case the ε it cost is recorded in ``dp_epsilon``.
+:mod:`fedsynth.data.dp_schema`), in which case the ε it cost is recorded in ``dp_epsilon``.
 
 Validation (:func:`validate_frame`) is the boundary of the system: every table that enters is
 checked here and gets a :class:`SchemaError` that names the column and what to do.
@@ -196,7 +196,7 @@ def infer_schema(
     """Infer a schema from *private* data: bounds and category lists are read off the data.
 
     The result is flagged ``source="inferred"``: it leaks min/max and the set of categories, so it
-    is only appropriate when those are public knowledge. Use :func:`fedsynth.privacy.bounds.dp_schema`
+    is only appropriate when those are public knowledge. Use :func:`fedsynth.data.dp_schema.dp_schema`
     for a version estimated under DP.
     """
     if target not in df.columns:

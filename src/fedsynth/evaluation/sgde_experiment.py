@@ -45,7 +45,7 @@ from fedsynth.evaluation.classifiers import (
 )
 from fedsynth.evaluation.exchange import in_process_exchange
 from fedsynth.evaluation.metrics import METRICS, mean_sd, score
-from fedsynth.federated.fedavg import predict_proba, run_fedavg
+from fedsynth.evaluation.fedavg import predict_proba, run_fedavg
 from fedsynth.generators.base import Generator, GeneratorSet, get_family
 from fedsynth.generators.io import to_artifact
 from fedsynth.generators.pool import GeneratorPool
