@@ -48,7 +48,7 @@ BYTES_PER_CELL = 8
 
 @dataclass(frozen=True)
 class PGMSpec:
-    bins: int = 16
+    bins: int = 8
     workload: str = "target"
     num_3way: int = 64
     workload_seed: int = 0
