@@ -1,12 +1,13 @@
-"""Train-on-synthetic screening of dp-gan settings (how its per-dataset presets were chosen).
+"""Train-on-synthetic screening of a family's settings (how the per-dataset presets were chosen).
 
-For each setting in GRID (a JSON list of GANConfig overrides; ``{"family": "vae"}`` runs the
-dp-vae family's preset instead, as the reference): the first NSILO of 20 equal 5 % silos train
-DP generators at ε = 1, the pool samples 5,000 class-balanced rows, a logistic regression trained
-on them is scored on the test split. One seed; a screen, not a result. TUNE_EPS=1000 gives a
-near-non-private reference (what the architecture and step budget can do at all).
+For each setting in GRID (a JSON list of config overrides, each with a ``"family"`` key — vae,
+gan, pgm, diffusion; default gan): the first NSILO of 20 equal 5 % silos train DP generators at
+ε = 1, the pool samples 5,000 class-balanced rows, a logistic regression trained on them is
+scored on the test split. One seed; a screen, not a result. TUNE_EPS=1000 gives a near-non-private
+reference (what the architecture and step budget can do at all). Tune only on these public
+benchmark copies: tuning on private data would itself cost privacy.
 
-    python bench/tune_gan.py breast_cancer 5 '[{"family": "vae"}, {}, {"loss": "wgan"}]'
+    python bench/tune_family.py titanic 5 '[{"family": "vae"}, {"family": "pgm", "bins": 4}]'
 """
 
 from __future__ import annotations
