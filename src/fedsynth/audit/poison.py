@@ -228,7 +228,7 @@ def _robust_z(values: np.ndarray, floor: float) -> np.ndarray:
 
 def _scaled(df: pd.DataFrame, col: Column) -> np.ndarray:
     span = (col.upper - col.lower) or 1.0  # type: ignore[operator]
-    return (df[col.name].to_numpy(dtype=float) - col.lower) / span  # type: ignore[operator]
+    return (df[col.name].to_numpy(dtype=float) - col.lower) / span
 
 
 def sample_generator(

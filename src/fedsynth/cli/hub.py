@@ -43,7 +43,7 @@ def _hub_errors() -> tuple[type[BaseException], ...]:
     return (HubError, httpx.HTTPError)
 
 
-def _run(fn) -> None:  # type: ignore[no-untyped-def]
+def _run(fn) -> None:
     """user_errors() plus hub refusals / connection errors as one red line, exit code 2."""
     with user_errors():
         try:

@@ -82,7 +82,7 @@ def fit_logreg(
         warnings.simplefilter("ignore", ConvergenceWarning)
         warnings.simplefilter("ignore", UserWarning)
         model.fit(train[[c.name for c in schema.features] + list(extra)], y)
-    model.train_prior_ = np.array([np.mean(y == c) for c in schema.classes])  # type: ignore[attr-defined]
+    model.train_prior_ = np.array([np.mean(y == c) for c in schema.classes])
     return model
 
 
@@ -158,7 +158,7 @@ def predict(
     for j, c in enumerate(model.classes_):
         p[:, classes.index(c)] = p_fit[:, j]
     if prior is not None:
-        tp = model.train_prior_  # type: ignore[attr-defined]
+        tp = model.train_prior_
         w = np.where(tp > 0, np.asarray(prior) / np.maximum(tp, 1e-12), 0.0)
         p = p * w
         p = p / np.maximum(p.sum(axis=1, keepdims=True), 1e-12)

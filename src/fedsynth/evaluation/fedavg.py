@@ -60,7 +60,7 @@ class LogRegClient(NumPyClient):
         self.n_classes, self.lr, self.epochs, self.bs, self.l2 = n_classes, lr, epochs, batch_size, l2
         self.rng = rng
 
-    def fit(self, parameters, config):  # type: ignore[no-untyped-def, override]
+    def fit(self, parameters, config):
         w, b = (p.copy() for p in parameters)
         onehot = np.eye(self.n_classes)[self.y]
         n = len(self.x)
@@ -72,7 +72,7 @@ class LogRegClient(NumPyClient):
                 b -= self.lr * g.mean(axis=0)
         return [w, b], n, {}
 
-    def evaluate(self, parameters, config):  # type: ignore[no-untyped-def, override]
+    def evaluate(self, parameters, config):
         if len(self.x_val) == 0:
             return 0.0, 0, {}
         p = predict_proba(parameters, self.x_val)

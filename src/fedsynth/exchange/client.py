@@ -99,7 +99,7 @@ class _Base:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self):  # type: ignore[no-untyped-def]
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -129,7 +129,7 @@ def make_engine(url: str) -> Engine:
         )
 
         @event.listens_for(eng, "connect")
-        def _pragmas(conn, _rec):  # type: ignore[no-untyped-def]
+        def _pragmas(conn, _rec):
             cur = conn.cursor()
             cur.execute("PRAGMA journal_mode=WAL")  # readers never block the single writer
             cur.execute("PRAGMA synchronous=FULL")  # a committed push survives power loss

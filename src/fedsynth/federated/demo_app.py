@@ -63,7 +63,7 @@ class DemoDriver:
         )
 
 
-def _demo_client(context: Context):  # type: ignore[no-untyped-def]
+def _demo_client(context: Context):
     def f(pid: int, payload: Mapping[str, Any]) -> np.ndarray:
         bound = int(context.run_config.get("bound", 1_000_000))
         return demo_vector(int(payload["seed"]), int(payload["round"]), pid, int(payload["size"]), bound)

@@ -186,10 +186,10 @@ def prebinned_partition(context: Context) -> LocalTable:
     return LocalTable(codes[parts[pid]], dom.sizes)
 
 
-def make_flaim_client_app(table_factory: TableFactory = prebinned_partition):  # type: ignore[no-untyped-def]
+def make_flaim_client_app(table_factory: TableFactory = prebinned_partition):
     cache: dict[int, LocalTable] = {}
 
-    def vector_fn_factory(context: Context):  # type: ignore[no-untyped-def]
+    def vector_fn_factory(context: Context):
         def f(pid: int, payload: Mapping[str, Any]) -> np.ndarray:
             if pid not in cache:  # load once per process (deployment runs one process per message)
                 cache[pid] = table_factory(context)

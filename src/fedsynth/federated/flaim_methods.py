@@ -97,7 +97,8 @@ def _key(k: Any) -> Any:
 def encode_plan(plan: Plan) -> tuple[dict[str, Any], bytes]:
     meta = {k: _jsonable(v) for k, v in plan.to_wire().items()}
     buf = io.BytesIO()
-    np.savez(buf, **dict(plan.arrays))
+    # numpy's stub types **kwds against its own `allow_pickle: bool` parameter
+    np.savez(buf, **dict(plan.arrays))  # type: ignore[arg-type]
     return meta, buf.getvalue()
 
 
@@ -166,7 +167,7 @@ _CLIENT_CACHE: dict[tuple[str, int], tuple[np.ndarray, FederatedMethod]] = {}
 _DATA_CACHE: dict[str, tuple[FlaimData, list[np.ndarray]]] = {}  # in-process / simulation: load once
 
 
-def _client_factory(context: Context, override: Mapping[str, Any] | None = None):  # type: ignore[no-untyped-def]
+def _client_factory(context: Context, override: Mapping[str, Any] | None = None):
     cfg = dict(override) if override is not None else context.run_config
 
     def answer(pid: int, payload: Mapping[str, Any]) -> dict[str, np.ndarray]:

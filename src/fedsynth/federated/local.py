@@ -45,7 +45,7 @@ class LocalGrid(Grid):
         self.contexts: dict[int, Context] = {}
         for pid in range(num_nodes):
             nid = next(ids)
-            cfg = {"partition-id": pid, "num-partitions": num_nodes}
+            cfg: dict[str, bool | float | int | str] = {"partition-id": pid, "num-partitions": num_nodes}
             if node_config is not None:
                 cfg.update(node_config[pid])
             self.contexts[nid] = Context(
@@ -63,7 +63,7 @@ class LocalGrid(Grid):
     def run(self) -> Run:
         return self._run
 
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
         return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
 
     def get_node_ids(self) -> Iterable[int]:

@@ -122,7 +122,7 @@ class CountingGrid(Grid):
     def run(self) -> Any:
         return self.inner.run
 
-    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):  # type: ignore[no-untyped-def]
+    def create_message(self, content, message_type, dst_node_id, group_id, ttl=None):
         return self.inner.create_message(content, message_type, dst_node_id, group_id, ttl)
 
     def get_node_ids(self) -> Iterable[int]:
@@ -177,13 +177,13 @@ class _ExactSumStrategy(Strategy):
         self.survivors: list[int] = []
         self.failures = 0
 
-    def initialize_parameters(self, client_manager):  # type: ignore[no-untyped-def]
+    def initialize_parameters(self, client_manager):
         return None
 
-    def configure_fit(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+    def configure_fit(self, server_round, parameters, client_manager):
         return [(p, FitIns(parameters, dict(self.config))) for p in self.proxies]
 
-    def aggregate_fit(self, server_round, results, failures):  # type: ignore[no-untyped-def]
+    def aggregate_fit(self, server_round, results, failures):
         self.failures = len(failures)
         if not results:
             return None, {}
@@ -201,13 +201,13 @@ class _ExactSumStrategy(Strategy):
             self.total = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
         return None, {}
 
-    def configure_evaluate(self, server_round, parameters, client_manager):  # type: ignore[no-untyped-def]
+    def configure_evaluate(self, server_round, parameters, client_manager):
         return []
 
-    def aggregate_evaluate(self, server_round, results, failures):  # type: ignore[no-untyped-def]
+    def aggregate_evaluate(self, server_round, results, failures):
         return None, {}
 
-    def evaluate(self, server_round, parameters):  # type: ignore[no-untyped-def]
+    def evaluate(self, server_round, parameters):
         return None
 
 
@@ -372,10 +372,10 @@ class _SumClient(NumPyClient):
         self.pid = pid
         self.vector_fn = vector_fn
 
-    def get_properties(self, config: dict) -> dict:  # type: ignore[override]
+    def get_properties(self, config: dict) -> dict:
         return {PARTITION_KEY: self.pid}
 
-    def fit(self, parameters: list, config: dict) -> tuple[list[np.ndarray], int, dict]:  # type: ignore[override]
+    def fit(self, parameters: list, config: dict) -> tuple[list[np.ndarray], int, dict]:
         plan = LimbPlan.from_config(config)
         payload = json.loads(cast(str, config["request"]))
         if "blob" in config:
@@ -399,7 +399,7 @@ def partition_id(context: Context) -> int:
 
 
 def make_client_app(vector_fn_factory: Callable[[Context], VectorFn]) -> ClientApp:
-    def client_fn(context: Context):  # type: ignore[no-untyped-def]
+    def client_fn(context: Context):
         return _SumClient(partition_id(context), vector_fn_factory(context)).to_client()
 
     return ClientApp(client_fn=client_fn, mods=[secaggplus_mod])

@@ -40,8 +40,9 @@ def target_kway(attrs: tuple[str, ...], target: str, k: int = 3) -> list[Clique]
     return [_canon((target, *c), attrs) for c in itertools.combinations(others, k - 1)]
 
 
-def make_workload(attrs: tuple[str, ...], kind: str = "3way-64", *, target: str | None = None,
-                  seed: int = 0) -> list[Clique]:
+def make_workload(
+    attrs: tuple[str, ...], kind: str = "3way-64", *, target: str | None = None, seed: int = 0
+) -> list[Clique]:
     """'3way-64' (64 random 3-way, FLAIM default), 'all-2way', 'target-3way'."""
     if kind == "3way-64":
         return random_kway(attrs, 3, 64, seed)
@@ -90,7 +91,7 @@ def candidate_pool(sizes: dict[str, int], workload: list[Clique], cells: int) ->
         (q for q in weights if len(q) > 1),
         key=lambda q: (-weights[q] / size[q], size[q]),
     )
-    pool = list(ones)
+    pool: list[tuple[str, ...]] = list(ones)
     for q in rest:
         if used + size[q] <= cells:
             pool.append(q)

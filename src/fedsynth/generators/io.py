@@ -131,8 +131,8 @@ def read_generator_set(path: str | Path, *, schema: Schema | None = None) -> tup
     if schema is not None and schema.hash() != set_schema.hash():
         raise ArtifactError(f"generator set {p} was trained for a different schema (hash mismatch)")
     out: list[Generator] = []
-    for e in manifest.get("generators", []):
-        wname, cname = str(e["weights"]), str(e["card"])
+    for entry in manifest.get("generators", []):
+        wname, cname = str(entry["weights"]), str(entry["card"])
         if "/" in wname or "/" in cname or ".." in wname or ".." in cname:
             raise ArtifactError(f"{mf}: file names must be plain names, got {wname!r}, {cname!r}")
         try:

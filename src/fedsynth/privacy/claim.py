@@ -61,6 +61,7 @@ class PrivacyClaim:
         if self.mechanism not in MECHANISMS:
             raise PrivacyParameterError(f"unknown privacy mechanism {self.mechanism!r}; known: {MECHANISMS}")
         check_epsilon_delta(self.epsilon, self.delta)
+        need: tuple[str, ...]
         if self.mechanism == "dp-sgd":
             need = ("noise_multiplier", "sample_rate", "steps", "max_grad_norm")
         elif self.mechanism == "zcdp":

@@ -39,7 +39,7 @@ import os
 import struct
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal, Protocol, cast
 
 import numpy as np
 from cryptography.hazmat.primitives import serialization
@@ -69,7 +69,8 @@ def plain_sum(vectors: Mapping[int, np.ndarray]) -> SumResult:
     arrs = [np.asarray(v, dtype=np.int64) for v in vectors.values()]
     if len({a.shape for a in arrs}) != 1:
         raise ValueError("client vectors have different shapes")
-    total = np.sum(np.stack(arrs), axis=0, dtype=np.int64)
+    # numpy's stub allows a scalar here; summing a stack along axis 0 gives an array
+    total = cast(np.ndarray, np.sum(np.stack(arrs), axis=0, dtype=np.int64))
     return SumResult(total, sorted(vectors), {k: int(np.asarray(v).size * 8) for k, v in vectors.items()}, {})
 
 

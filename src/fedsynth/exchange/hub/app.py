@@ -67,8 +67,9 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.state.engine = hub.engine
     app.state.store = hub.store
     app.state.audit = hub.audit
-    app.add_exception_handler(HubError, _hub_error)
-    app.add_exception_handler(PushRefused, _refused)
+    # Starlette types handlers as taking any Exception (its handler type is not generic in it)
+    app.add_exception_handler(HubError, _hub_error)  # type: ignore[arg-type]
+    app.add_exception_handler(PushRefused, _refused)  # type: ignore[arg-type]
     # Flat, as `@app.get` would register them: FastAPI 0.138's include_router nests each router
     # (a second route match per request, measured at ~40 µs more per request on the pull route).
     for router in ROUTERS:

@@ -4,9 +4,9 @@ commit together or not at all; a repeated push is answered with the first one, u
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, update
+from sqlalchemy import CursorResult, select, update
 from sqlalchemy.exc import IntegrityError
 
 from fedsynth.exchange import db
@@ -53,18 +53,23 @@ def commit_push(
     try:
         with hub.sessions.begin() as s:
             silo = s.get(db.Silo, c.silo_id)
-            res = s.execute(
-                update(db.Silo)
-                .where(
-                    db.Silo.id == c.silo_id,
-                    db.Silo.epsilon_spent + vp.epsilon <= req.silo_epsilon_budget + 1e-12,
-                )
-                .values(
-                    epsilon_spent=db.Silo.epsilon_spent + vp.epsilon,
-                    delta_spent=db.Silo.delta_spent + vp.delta,
-                )
+            # an UPDATE executes to a CursorResult (what has .rowcount); Session.execute is typed Result
+            res = cast(
+                "CursorResult[Any]",
+                s.execute(
+                    update(db.Silo)
+                    .where(
+                        db.Silo.id == c.silo_id,
+                        db.Silo.epsilon_spent + vp.epsilon <= req.silo_epsilon_budget + 1e-12,
+                    )
+                    .values(
+                        epsilon_spent=db.Silo.epsilon_spent + vp.epsilon,
+                        delta_spent=db.Silo.delta_spent + vp.delta,
+                    )
+                ),
             )
             if res.rowcount != 1:  # the with-block rolls back
+                assert silo is not None  # the caller authenticated as this silo
                 ledger_charge(silo.epsilon_spent, vp.epsilon, req.silo_epsilon_budget)  # raises 409
                 raise PushRefused("privacy budget exceeded", 409)
             p = db.Push(

@@ -152,6 +152,7 @@ def subscribe(hub: Hub, fed: str, c: CallerDep) -> dict[str, Any]:
     if c.kind == "silo":
         with hub.sessions() as s:
             row = s.get(db.Silo, c.silo_id)
+            assert row is not None  # the caller authenticated as this silo
             out.update(silo=c.silo, epsilon_spent=row.epsilon_spent, delta_spent=row.delta_spent)
         audit(hub.audit, "subscribe", "ok", federation=fed, silo=c.silo)
     return out

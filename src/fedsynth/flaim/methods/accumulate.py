@@ -164,7 +164,7 @@ class FlaimSA(FederatedMethod[AccumulateState]):
             return self.vote_plan(plan, state, feas or self._feasible(state))
         assert state.budget is not None
         if state.step == "":
-            wanted = [(a,) for a in self.ctx.attrs]
+            wanted: list[tuple[str, ...]] = [(a,) for a in self.ctx.attrs]
             state.order = list(wanted)
             for q in wanted:
                 state.budget.spend(self._rho_of(state, q), f"one-way {q[0]} (once per record)")

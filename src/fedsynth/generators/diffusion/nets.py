@@ -176,6 +176,8 @@ def time_features(t: torch.Tensor, timesteps: int, dim: int) -> torch.Tensor:
 class Denoiser(nn.Module):
     """f(x_t, t, c) → [x̂_0 continuous | categorical logits] in the schema's layout."""
 
+    cont_idx: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, spec: DenoiserSpec) -> None:
         super().__init__()
         self.spec = spec

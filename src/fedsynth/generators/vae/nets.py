@@ -114,6 +114,8 @@ LOG_SCALE_MIN, LOG_SCALE_MAX = -6.0, 1.0
 class Decoder(nn.Module):
     """z -> head. Head = [encoded-table logits (output_dim) | continuous log-scales (gaussian)]."""
 
+    _cont: torch.Tensor  # a buffer (register_buffer in __init__)
+
     def __init__(self, spec: DecoderSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -132,6 +134,7 @@ class Decoder(nn.Module):
             # Start the scales at s = 0.1 of the public range (a prior, not data): noisy DP steps
             # are too few to walk log s from 0 to a typical spread.
             head = self.net[-1]
+            assert isinstance(head, nn.Linear)  # mlp() ends with a Linear layer
             with torch.no_grad():
                 head.bias[spec.output_dim :] = math.log(0.1)
                 head.weight[spec.output_dim :] *= 0.1
