@@ -352,9 +352,9 @@ def train_generators(
     """Train DP generators (default: the default family) on a private table; write only what the
     generators learned (safetensors tensors + JSON cards)."""
     from fedsynth.data.datasets import load_table
+    from fedsynth.data.dp_schema import coerce_to_schema, dp_schema, total_epsilon
     from fedsynth.data.schema import infer_schema, load_schema
     from fedsynth.generators.base import get_family
-    from fedsynth.data.dp_schema import coerce_to_schema, dp_schema, total_epsilon
     from fedsynth.privacy.target import PrivacyTarget, check_epsilon_delta
 
     _quiet()

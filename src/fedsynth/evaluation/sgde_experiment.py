@@ -44,8 +44,8 @@ from fedsynth.evaluation.classifiers import (
     stacking_choice,
 )
 from fedsynth.evaluation.exchange import in_process_exchange
-from fedsynth.evaluation.metrics import METRICS, mean_sd, score
 from fedsynth.evaluation.fedavg import predict_proba, run_fedavg
+from fedsynth.evaluation.metrics import METRICS, mean_sd, score
 from fedsynth.generators.base import Generator, GeneratorSet, get_family
 from fedsynth.generators.io import to_artifact
 from fedsynth.generators.pool import GeneratorPool
