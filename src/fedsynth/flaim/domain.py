@@ -119,7 +119,11 @@ def domain_from_schema(schema: Schema, bins: int = 32) -> FlaimDomain:
 
 
 def discretise(
-    df: pd.DataFrame, schema: Schema | None = None, *, target: str | None = None, bins: int = 32,
+    df: pd.DataFrame,
+    schema: Schema | None = None,
+    *,
+    target: str | None = None,
+    bins: int = 32,
     max_categories: int = 100,
 ) -> tuple[np.ndarray, FlaimDomain]:
     """Discretise a raw table. Without a schema one is inferred (bounds read off the data)."""
@@ -136,8 +140,9 @@ def discretise(
     return dom.encode(clean), dom
 
 
-def load_prebinned(csv: str | Path, domain_json: str | Path,
-                   target: str | None = None) -> tuple[np.ndarray, FlaimDomain]:
+def load_prebinned(
+    csv: str | Path, domain_json: str | Path, target: str | None = None
+) -> tuple[np.ndarray, FlaimDomain]:
     """Load an integer-coded table and its Private-PGM domain file ``{"attr": size, ...}``."""
     try:
         sizes = json.loads(Path(domain_json).read_text())

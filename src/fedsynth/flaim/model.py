@@ -100,11 +100,19 @@ class PGM:
     def model(self) -> mbi.MarkovRandomField:
         """The same model as an :class:`mbi.MarkovRandomField` (for sampling / interop)."""
         dom = mbi.Domain.fromdict(self.sizes)
-        pots = mbi.CliqueVector(dom, self.cliques, {
-            c: mbi.Factor(dom.project(c), jnp.asarray(v)) for c, v in self.potentials.items()})
-        margs = mbi.CliqueVector(dom, self.cliques, {
-            c: mbi.Factor(dom.project(c), jnp.asarray(self.probability(c) * self.total))
-            for c in self.cliques})
+        pots = mbi.CliqueVector(
+            dom,
+            self.cliques,
+            {c: mbi.Factor(dom.project(c), jnp.asarray(v)) for c, v in self.potentials.items()},
+        )
+        margs = mbi.CliqueVector(
+            dom,
+            self.cliques,
+            {
+                c: mbi.Factor(dom.project(c), jnp.asarray(self.probability(c) * self.total))
+                for c in self.cliques
+            },
+        )
         return mbi.MarkovRandomField(potentials=pots, marginals=margs, total=self.total)
 
     # -- queries ------------------------------------------------------------------------------
@@ -210,8 +218,9 @@ class JunctionTree:
         self.jtree, _ = junction_tree.make_junction_tree(dom, [tuple(c) for c in cliques])
         self.max_cliques: list[Clique] = [tuple(c) for c in junction_tree.maximal_cliques(self.jtree)]
         self.order = [(tuple(i), tuple(j)) for i, j in junction_tree.message_passing_order(self.jtree)]
-        self.home = {tuple(c): min((C for C in self.max_cliques if set(c) <= set(C)), key=self._cells)
-                     for c in cliques}
+        self.home = {
+            tuple(c): min((C for C in self.max_cliques if set(c) <= set(C)), key=self._cells) for c in cliques
+        }
 
     def _cells(self, cl: Clique) -> int:
         return int(np.prod([self.sizes[a] for a in cl], dtype=np.int64))
@@ -245,8 +254,13 @@ class JunctionTree:
         return p.sum(axis=axes) if axes else p
 
 
-def _loss_grad(tree: JunctionTree, cliques: list[Clique], measurements: list[Measurement],
-               logp: dict[Clique, np.ndarray], total: float) -> tuple[float, dict[Clique, np.ndarray]]:
+def _loss_grad(
+    tree: JunctionTree,
+    cliques: list[Clique],
+    measurements: list[Measurement],
+    logp: dict[Clique, np.ndarray],
+    total: float,
+) -> tuple[float, dict[Clique, np.ndarray]]:
     """½ Σ ‖μ_c − y‖²/σ² and its gradient w.r.t. μ on the model cliques (μ in counts)."""
     loss = 0.0
     grad = {c: np.zeros([tree.sizes[a] for a in c]) for c in cliques}
@@ -263,8 +277,9 @@ def _loss_grad(tree: JunctionTree, cliques: list[Clique], measurements: list[Mea
     return loss, grad
 
 
-def _fit_numpy(sizes: dict[str, int], measurements: list[Measurement], total: float, iters: int,
-               warm: PGM | None) -> dict[Clique, np.ndarray]:
+def _fit_numpy(
+    sizes: dict[str, int], measurements: list[Measurement], total: float, iters: int, warm: PGM | None
+) -> dict[Clique, np.ndarray]:
     cliques = [tuple(c) for c in maximal_subset([m.clique for m in measurements])]
     tree = JunctionTree(sizes, cliques)
     theta = {c: np.zeros([sizes[a] for a in c]) for c in cliques}
@@ -297,17 +312,27 @@ def _fit_numpy(sizes: dict[str, int], measurements: list[Measurement], total: fl
     return theta
 
 
-def fit(sizes: dict[str, int], measurements: list[Measurement], total: float, *, iters: int = 1000,
-        warm: PGM | None = None, engine: str = "numpy") -> PGM:
+def fit(
+    sizes: dict[str, int],
+    measurements: list[Measurement],
+    total: float,
+    *,
+    iters: int = 1000,
+    warm: PGM | None = None,
+    engine: str = "numpy",
+) -> PGM:
     """Fit the model to the measurements, warm-started from ``warm``; see the module docstring."""
     if engine == "numpy":
         return PGM(sizes, _fit_numpy(sizes, measurements, total, iters, warm), total)
     if engine != "mbi":
         raise ValueError(f"unknown estimation engine {engine!r}; use numpy or mbi")
     dom = mbi.Domain.fromdict(sizes)
-    ms = [mbi.LinearMeasurement(np.asarray(m.y, dtype=np.float64), tuple(m.clique), stddev=float(m.sigma))
-          for m in measurements]
+    ms = [
+        mbi.LinearMeasurement(np.asarray(m.y, dtype=np.float64), tuple(m.clique), stddev=float(m.sigma))
+        for m in measurements
+    ]
     model = mbi.estimation.MirrorDescent().estimate(
-        dom, ms, known_total=float(total), iters=iters, warm_start=warm.model if warm is not None else None)
+        dom, ms, known_total=float(total), iters=iters, warm_start=warm.model if warm is not None else None
+    )
     pots = {tuple(c): np.asarray(model.potentials[c].values) for c in model.cliques}
     return PGM(sizes, pots, total)
