@@ -110,11 +110,13 @@ def run_aim(
     seed: int | None = 0,
     engine: str = "numpy",
     candidates: list[Clique] | None = None,
+    initial: list[Clique] | None = None,
 ) -> AIMResult:
     """Central AIM on the records ``codes``; ``rounds=None`` runs AIM's adaptive schedule."""
     attrs = tuple(sizes)
     pool = candidates if candidates is not None else list(candidate_weights(workload, attrs))
-    answers = {q: marginal_counts(codes, sizes, q, attrs) for q in {*pool, *((a,) for a in attrs)}}
+    first = initial if initial is not None else [(a,) for a in attrs]
+    answers = {q: marginal_counts(codes, sizes, q, attrs) for q in {*pool, *((a,) for a in attrs), *first}}
     return aim_on_answers(
         answers,
         sizes,
@@ -129,6 +131,7 @@ def run_aim(
         seed=seed,
         engine=engine,
         candidates=candidates,
+        initial=initial,
     )
 
 
@@ -147,12 +150,19 @@ def aim_on_answers(
     seed: int | None = 0,
     engine: str = "numpy",
     candidates: list[Clique] | None = None,
+    initial: list[Clique] | None = None,
 ) -> AIMResult:
     """AIM whose only access to the data is ``answers``: the exact count vector M_q(D) of every
     one-way and every candidate q (flattened in domain order). ``candidates`` restricts the
     selection to a subset of the workload's downward closure (weights still come from the whole
     workload); ``None`` = the whole closure. The privacy guarantee is AIM's, for the dataset D the
-    answers were counted on. ``seed=None`` draws the mechanisms' noise from OS entropy."""
+    answers were counted on. ``seed=None`` draws the mechanisms' noise from OS entropy.
+
+    ``initial``: the marginals measured before the first round (default: every one-way, AIM's
+    choice). They must cover every attribute; with fixed T the calibration charges
+    len(initial) + T unit-sensitivity measurements at σ, so e.g. the d − 1 two-ways (t, a) with a
+    target t cost less than the d one-ways they imply (each record is in every marginal once:
+    L2 sensitivity 1 per marginal, as for the one-ways)."""
     check_epsilon_delta(epsilon, delta)
     check_domain_fits(sizes, max_model_mb)
     attrs = tuple(sizes)
@@ -169,7 +179,11 @@ def aim_on_answers(
         weights = {q: all_weights[q] for q in candidates}
     if not weights:
         raise ValueError("no candidate marginals to select from")
-    missing = [q for q in [*weights, *((a,) for a in attrs)] if q not in answers]
+    first = initial if initial is not None else [(a,) for a in attrs]
+    uncovered = set(attrs) - {a for q in first for a in q}
+    if uncovered:
+        raise ValueError(f"the initial marginals leave attributes {sorted(uncovered)[:3]} unmeasured")
+    missing = [q for q in [*weights, *((a,) for a in attrs), *first] if q not in answers]
     if missing:
         raise ValueError(f"answers are missing for {missing[:3]}")
     cands = list(weights)
@@ -179,13 +193,13 @@ def aim_on_answers(
     if rounds is None:
         cal = fixed_t_calibration(rho, 16 * d, 0, alpha)
     else:
-        cal = fixed_t_calibration(rho, rounds, d, alpha)
+        cal = fixed_t_calibration(rho, rounds, len(first), alpha)
     sigma, eps = cal.sigma, cal.epsilon_select
     meas = []
-    for a in attrs:
-        budget.gaussian(sigma, f"one-way {a}")
-        x = answers[(a,)]
-        meas.append(pgm.Measurement((a,), x + rng.normal(0, sigma, len(x)), sigma))
+    for q0 in first:
+        budget.gaussian(sigma, f"one-way {q0[0]}" if len(q0) == 1 else f"initial {'/'.join(q0)}")
+        x = answers[q0]
+        meas.append(pgm.Measurement(q0, x + rng.normal(0, sigma, len(x)), sigma))
     total = estimate_total(meas)
     model = pgm.fit(sizes, meas, total, iters=round_iters, engine=engine)
     filt = CandidateFilter(sizes, cands)

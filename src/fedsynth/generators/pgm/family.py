@@ -54,6 +54,7 @@ from fedsynth.generators.pgm.spec import (
     PGMSpec,
     candidates_of,
     check_structure,
+    initial_of,
     structure_of,
     tensor_name,
 )
@@ -78,6 +79,7 @@ class PGMConfig:
     rounds: int = 10
     alpha: float = 0.9
     max_model_mb: float = 16.0
+    init: str = "oneway"
     iters: int = 300  # final Private-PGM fit
     round_iters: int = 100  # per-round warm-started refits
     min_rows: int = 20
@@ -92,6 +94,7 @@ class PGMConfig:
             rounds=self.rounds,
             alpha=self.alpha,
             max_model_mb=self.max_model_mb,
+            init=self.init,
         )
 
 
@@ -116,7 +119,7 @@ def claim_from_ledger(
     """The zCDP claim of a fixed-T AIM run, read off its budget ledger and checked against the
     calibration it must have used (a mismatch means something else touched the data)."""
     cal = fixed_t_calibration(rho, rounds, d, alpha)
-    gauss = [a for w, a in log if w.startswith(("one-way ", "measure round "))]
+    gauss = [a for w, a in log if w.startswith(("one-way ", "initial ", "measure round "))]
     sel = [a for w, a in log if w.startswith("select round ")]
     if len(gauss) + len(sel) != len(log) or len(gauss) != rounds + d or len(sel) != rounds:
         raise RuntimeError(f"AIM ledger does not match fixed-T AIM: {len(log)} entries")
@@ -284,15 +287,16 @@ class PGMFamily:
             raise TooFewRowsError(f"{n} rows are too few for a DP marginal model (min {cfg.min_rows})")
         delta = target.delta_for(n)
         dom, workload, cands = candidates_of(schema, spec)
+        initial = initial_of(schema, spec, dom)
         codes = dom.encode(data)
         eps = target.epsilon * (1 - EPS_SHAVE)
         res = run_aim(
             codes, dom.sizes, workload, epsilon=eps, delta=delta, rounds=spec.rounds, alpha=spec.alpha,
             max_model_mb=spec.max_model_mb, iters=cfg.iters, round_iters=cfg.round_iters,
-            seed=seed if cfg.seeded_noise else None, engine="numpy", candidates=cands,
+            seed=seed if cfg.seeded_noise else None, engine="numpy", candidates=cands, initial=initial,
         )  # fmt: skip
-        claim = claim_from_ledger(res.budget.log, res.budget.rho, spec.rounds, len(dom.attrs),
-                                  spec.alpha, delta)  # fmt: skip
+        n_init = len(dom.attrs) if initial is None else len(initial)
+        claim = claim_from_ledger(res.budget.log, res.budget.rho, spec.rounds, n_init, spec.alpha, delta)
         if claim.epsilon > target.epsilon:
             raise RuntimeError(f"claim ε = {claim.epsilon} exceeds the target {target.epsilon}")
         pos = {a: i for i, a in enumerate(dom.attrs)}

@@ -37,6 +37,7 @@ from fedsynth.generators.base import SpecError
 KIND = "pgm/1"
 MODEL = "aim-pgm"
 WORKLOADS = ("target", "random-3way", "all-2way", "target-3way")
+INITS = ("oneway", "target-2way")
 MAX_BINS = 128
 MAX_ROUNDS = 200
 MAX_3WAY = 512
@@ -55,6 +56,7 @@ class PGMSpec:
     rounds: int = 10
     alpha: float = 0.9
     max_model_mb: float = 16.0
+    init: str = "oneway"  # "oneway" (AIM's) or "target-2way": measure every (t, a) first
     model: str = MODEL
 
     def __post_init__(self) -> None:
@@ -62,6 +64,8 @@ class PGMSpec:
             raise SpecError(f"unsupported pgm model {self.model!r}; only {MODEL!r}")
         if not 2 <= self.bins <= MAX_BINS:
             raise SpecError(f"bins must be in [2, {MAX_BINS}], got {self.bins}")
+        if self.init not in INITS:
+            raise SpecError(f"init must be one of {INITS}, got {self.init!r}")
         if self.workload not in WORKLOADS:
             raise SpecError(f"workload must be one of {WORKLOADS}, got {self.workload!r}")
         if not 0 <= self.num_3way <= MAX_3WAY:
@@ -89,6 +93,7 @@ class PGMSpec:
             "rounds": self.rounds,
             "alpha": self.alpha,
             "max_model_mb": self.max_model_mb,
+            "init": self.init,
         }
 
     @staticmethod
@@ -120,6 +125,7 @@ class PGMSpec:
                 rounds=as_int("rounds"),
                 alpha=as_float("alpha"),
                 max_model_mb=as_float("max_model_mb"),
+                init=str(d.get("init", "oneway")),
                 model=str(d.get("model", MODEL)),
             )
         except KeyError as e:
@@ -146,6 +152,13 @@ def workload_of(schema: Schema, spec: PGMSpec, dom: FlaimDomain) -> list[Clique]
     if not out:
         raise SpecError(f"workload {spec.workload!r} (num_3way={spec.num_3way}) is empty for this schema")
     return out
+
+
+def initial_of(schema: Schema, spec: PGMSpec, dom: FlaimDomain) -> list[Clique] | None:
+    """The marginals AIM measures before its first round (None: every one-way, AIM's default)."""
+    if spec.init == "oneway":
+        return None
+    return target_kway(dom.attrs, schema.target, 2)
 
 
 def cells(sizes: dict[str, int], q: Clique) -> int:
