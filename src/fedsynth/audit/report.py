@@ -24,6 +24,7 @@ from fedsynth.audit.membership import MembershipAudit, membership_audit
 from fedsynth.audit.training import config_for, spec_of, train_generators, trainer_for
 from fedsynth.data.schema import Schema, validate_frame
 from fedsynth.generators.base import Generator, set_cost
+from fedsynth.privacy.target import default_delta
 
 
 @dataclass
@@ -190,7 +191,7 @@ def run_audit(
     holdout = validate_frame(holdout, schema)
     eps_c, delta_c = set_cost([g.card for g in generators])
     claimed = None if math.isinf(eps_c) else eps_c
-    delta = delta_c if claimed is not None else 1.0 / (10 * len(train))
+    delta = delta_c if claimed is not None else default_delta(len(train))
     cfg = config_for(generators, config, schema=schema)
     trainer = trainer_for(schema, family, cfg, epsilon=claimed, delta=delta if claimed else None, spec=spec)
     notes = []

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,10 +71,6 @@ def write_json(path: Path, obj: Any) -> None:
 
 def warn(msg: str) -> None:
     console.print(f"[yellow]warning:[/] {msg}", highlight=False)
-
-
-def is_tty() -> bool:
-    return sys.stderr.isatty()
 
 
 def progress() -> Progress:

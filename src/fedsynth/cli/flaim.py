@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import time
 from pathlib import Path
 from typing import Any
@@ -32,8 +31,9 @@ def _check_common(epsilon: float, method: str) -> None:
 
     if method not in ALL_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(ALL_METHODS)}")
-    if not (epsilon > 0 and math.isfinite(epsilon)):
-        raise ValueError(f"--epsilon must be a finite number > 0, got {epsilon}")
+    from fedsynth.privacy.target import check_epsilon_delta
+
+    check_epsilon_delta(epsilon, None)
 
 
 @flaim_app.command("run")

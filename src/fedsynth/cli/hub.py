@@ -252,7 +252,7 @@ def push_cmd(
                 )
             for msg in gset.skipped:
                 console.print(f"[yellow]warning:[/] {msg}")
-            worst = max(c.epsilon for c in gset.cards)
+            worst = max(c.epsilon for c in gset.cards)  # the hub's cap is per generator
             if worst > req.max_epsilon:
                 raise ValueError(f"the accountant reports ε = {worst:.4g} > the hub's cap; not pushing")
             res = cli.push(gset)

@@ -25,6 +25,7 @@ from fedsynth.cli.common import (
     write_atomic,
     write_json,
 )
+from fedsynth.privacy.target import check_epsilon_delta
 
 # The paper's Table I (evaluated on local data), for side-by-side printing. Its Synthetic column
 # trains on class-balanced pool samples: our ``synthetic_balanced`` scenario.
@@ -277,8 +278,7 @@ def demo(
     pulls the pool back over HTTP.
     """
     with user_errors():
-        if epsilon <= 0:
-            raise ValueError("epsilon must be > 0")
+        check_epsilon_delta(epsilon, None)
         if json_out:
             refuse_existing(json_out)
         res = _run_sgde(dataset, silos, 1, epsilon, rows, None, seed0=seed, hub=hub, generator=generator)
@@ -305,8 +305,7 @@ def bench_sgde(
 ) -> None:
     """The SGDE paper's experiment (Table I and III layout), mean ± sd over seeds."""
     with user_errors():
-        if epsilon <= 0:
-            raise ValueError("epsilon must be > 0")
+        check_epsilon_delta(epsilon, None)
         overrides = {}
         for kv in set_ or []:
             k, _, v = kv.partition("=")
@@ -355,7 +354,7 @@ def train_generators(
     from fedsynth.data.dp_schema import coerce_to_schema, dp_schema, total_epsilon
     from fedsynth.data.schema import infer_schema, load_schema
     from fedsynth.generators.base import get_family
-    from fedsynth.privacy.target import PrivacyTarget, check_epsilon_delta
+    from fedsynth.privacy.target import PrivacyTarget
 
     _quiet()
     with user_errors():

@@ -36,6 +36,7 @@ from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.federated.secure_rounds import (
+    NOISE_TAIL_SIGMAS,
     FlowerSumChannel,
     SecAggSettings,
     SumRequest,
@@ -46,7 +47,6 @@ from fedsynth.flaim.measure import marginal_counts, skellam_share
 from fedsynth.secagg.secure_sum import SecureSum, SumResult
 
 Clique = tuple[str, ...]
-NOISE_TAIL_SIGMAS = 40.0  # a Skellam share beyond 40 σ has probability < 1e-300: treated as impossible
 
 
 @dataclass

@@ -41,6 +41,7 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.federated.secure_rounds import (
+    NOISE_TAIL_SIGMAS,
     FlowerSumChannel,
     SecAggSettings,
     SumRequest,
@@ -54,7 +55,6 @@ from fedsynth.flaim.methods import FederatedMethod, Plan, default_alpha, make_me
 from fedsynth.flaim.workload import make_workload
 
 STATE_KEY = "fedsynth.flaim"
-NOISE_TAIL_SIGMAS = 40.0
 
 
 # ----------------------------------------------------------------------------- plan transport

@@ -51,6 +51,8 @@ from fedsynth.secagg.secure_sum import SecureSumAborted, SumResult
 
 VectorFn = Callable[[int, Mapping[str, Any]], "np.ndarray | Mapping[str, np.ndarray]"]
 PARTITION_KEY = "partition-id"
+#: a Skellam noise share beyond 40 σ has probability < 1e-300: the secure sum's range treats it as impossible
+NOISE_TAIL_SIGMAS = 40.0
 KEYS_KEY = "sum-keys"
 
 
