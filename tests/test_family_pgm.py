@@ -62,7 +62,7 @@ def test_fit_within_epsilon_and_claim_is_re_derivable(fitted, schema):
     n_init = d if FAST.init == "oneway" else d - 1  # one-ways, or the (target, a) 2-ways
     assert p.measurements == FAST.rounds + n_init and p.selections == FAST.rounds
     # fixed-T calibration: σ = √((T+d)/(2αρ)), ε_sel = √(8(1−α)ρ/T)
-    assert p.sigma == pytest.approx(np.sqrt((FAST.rounds + d) / (2 * FAST.alpha * p.rho)))
+    assert p.sigma == pytest.approx(np.sqrt((FAST.rounds + n_init) / (2 * FAST.alpha * p.rho)))
     assert p.selection_epsilon == pytest.approx(np.sqrt(8 * (1 - FAST.alpha) * p.rho / FAST.rounds))
     assert fitted.epsilon == p.epsilon  # one joint model
     bad = p.__class__(**{**p.to_dict(), "sigma": p.sigma / 2})
