@@ -46,6 +46,10 @@ class TableEncoder:
     def layout(self) -> list[dict[str, object]]:
         return [{"name": b.name, "kind": b.kind, "width": b.width} for b in self.blocks]
 
+    def layout_tuples(self) -> list[tuple[str, str, int]]:
+        """The layout as ``(name, kind, width)`` tuples (how the families' specs hold it)."""
+        return [(b.name, b.kind, b.width) for b in self.blocks]
+
     def transform(self, df: pd.DataFrame, *, validated: bool = False) -> np.ndarray:
         """Table -> float32 matrix of shape (n, dim)."""
         if not validated:

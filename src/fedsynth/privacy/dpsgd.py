@@ -13,6 +13,7 @@ from dataclasses import asdict, dataclass
 from opacus.accountants import RDPAccountant, create_accountant
 from opacus.accountants.utils import get_noise_multiplier
 
+from fedsynth.privacy.claim import PrivacyClaim
 from fedsynth.privacy.target import PrivacyParameterError, check_epsilon_delta, default_delta
 
 ACCOUNTANTS = ("rdp", "prv")
@@ -32,6 +33,22 @@ class DPSGDAccount:
 
     def to_dict(self) -> dict[str, float | int | str]:
         return asdict(self)
+
+
+def dpsgd_claim(account: DPSGDAccount | None) -> PrivacyClaim:
+    """The card's claim for a DP-SGD run: every parameter a reader needs to re-derive ε."""
+    if account is None:
+        raise ValueError("refusing to card a non-private generator: cards carry an accountant's (ε, δ)")
+    return PrivacyClaim(
+        mechanism="dp-sgd",
+        epsilon=account.epsilon,
+        delta=account.delta,
+        accountant=account.accountant,
+        noise_multiplier=account.noise_multiplier,
+        sample_rate=account.sample_rate,
+        steps=account.steps,
+        max_grad_norm=account.max_grad_norm,
+    )
 
 
 def calibrate_noise(
@@ -84,6 +101,7 @@ __all__ = [
     "calibrate_noise",
     "check_epsilon_delta",
     "default_delta",
+    "dpsgd_claim",
     "epsilon_spent",
     "rdp_curve",
 ]

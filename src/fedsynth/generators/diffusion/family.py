@@ -38,45 +38,22 @@ from fedsynth.generators.base import (
     streams,
 )
 from fedsynth.generators.diffusion.nets import Denoiser, DenoiserSpec, build_denoiser, expected_tensors
-from fedsynth.generators.diffusion.train import DiffusionConfig, TrainReport, preset_for, train_denoiser
-from fedsynth.privacy.claim import PrivacyClaim
+from fedsynth.generators.diffusion.train import DiffusionConfig, preset_for, train_denoiser
+from fedsynth.generators.torchnn import load_module_tensors, module_tensors
+from fedsynth.privacy.dpsgd import dpsgd_claim
 from fedsynth.privacy.target import PrivacyTarget
 
 log = logging.getLogger(__name__)
 KIND = "dp-diffusion/1"
 
 
-def _layout(schema: Schema) -> list[tuple[str, str, int]]:
-    return [(str(b["name"]), str(b["kind"]), int(b["width"])) for b in TableEncoder(schema).layout()]  # type: ignore[call-overload]
-
-
 def check_spec(spec: DenoiserSpec, schema: Schema) -> None:
-    if [tuple(b) for b in spec.layout] != _layout(schema):
+    if [tuple(b) for b in spec.layout] != TableEncoder(schema).layout_tuples():
         raise SpecError("the denoiser spec's output layout does not match the schema's encoding")
     if spec.n_classes != len(schema.classes):
         raise SpecError(
             f"the denoiser spec has {spec.n_classes} classes; the schema has {len(schema.classes)}"
         )
-
-
-def claim_of(rep: TrainReport) -> PrivacyClaim:
-    a = rep.account
-    if a is None:
-        raise ValueError("refusing to card a non-private generator: cards carry an accountant's (ε, δ)")
-    return PrivacyClaim(
-        mechanism="dp-sgd",
-        epsilon=a.epsilon,
-        delta=a.delta,
-        accountant=a.accountant,
-        noise_multiplier=a.noise_multiplier,
-        sample_rate=a.sample_rate,
-        steps=a.steps,
-        max_grad_norm=a.max_grad_norm,
-    )
-
-
-def denoiser_tensors(model: Denoiser) -> dict[str, np.ndarray]:
-    return {k: v.detach().to(torch.float32).contiguous().cpu().numpy() for k, v in model.state_dict().items()}
 
 
 class DiffusionGenerator:
@@ -111,7 +88,7 @@ class DiffusionGenerator:
         return part
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return denoiser_tensors(self.model)
+        return module_tensors(self.model)
 
 
 class DiffusionFamily:
@@ -150,7 +127,7 @@ class DiffusionFamily:
             raise ArtifactError(f"invalid dp-diffusion spec: {e}") from None
         model = build_denoiser(spec)
         try:
-            model.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, strict=True)
+            load_module_tensors(model, tensors)
         except RuntimeError as e:
             raise ArtifactError(f"tensors do not fit the denoiser spec: {e}") from None
         model.eval()
@@ -187,8 +164,8 @@ class DiffusionFamily:
         model, rep = train_denoiser(
             x, y, spec, cfg, epsilon=target.epsilon, delta=target.delta_for(len(x)), seed=seed
         )
-        claim = claim_of(rep)
-        card = make_card(KIND, spec, schema, None, claim, denoiser_tensors(model))
+        claim = dpsgd_claim(rep.account)
+        card = make_card(KIND, spec, schema, None, claim, module_tensors(model))
         g = DiffusionGenerator(card, model, schema, "local")
         fr = FitReport(None, rep.n_rows, rep.seconds, claim, rep.final_loss, rep.losses)
         if on_fit:
@@ -204,6 +181,4 @@ __all__ = [
     "DiffusionConfig",
     "DiffusionFamily",
     "DiffusionGenerator",
-    "claim_of",
-    "denoiser_tensors",
 ]

@@ -36,44 +36,21 @@ from fedsynth.generators.base import (
     streams,
 )
 from fedsynth.generators.gan.nets import CondGenerator, GANSpec, build_generator, expected_tensors
-from fedsynth.generators.gan.train import GANConfig, TrainReport, preset_for, train_gan
-from fedsynth.privacy.claim import PrivacyClaim
+from fedsynth.generators.gan.train import GANConfig, preset_for, train_gan
+from fedsynth.generators.torchnn import load_module_tensors, module_tensors
+from fedsynth.privacy.dpsgd import dpsgd_claim
 from fedsynth.privacy.target import PrivacyTarget
 
 log = logging.getLogger(__name__)
 KIND = "dp-gan/1"
 
 
-def _layout(schema: Schema) -> list[tuple[str, str, int]]:
-    return [(str(b["name"]), str(b["kind"]), int(b["width"])) for b in TableEncoder(schema).layout()]  # type: ignore[call-overload]
-
-
 def check_spec(spec: GANSpec, schema: Schema) -> GANSpec:
-    if [tuple(b) for b in spec.layout] != _layout(schema):
+    if [tuple(b) for b in spec.layout] != TableEncoder(schema).layout_tuples():
         raise SpecError("the generator spec's output layout does not match the schema's encoding")
     if spec.n_classes != len(schema.classes):
         raise SpecError(f"the spec has {spec.n_classes} classes, the schema {len(schema.classes)}")
     return spec
-
-
-def claim_of(rep: TrainReport) -> PrivacyClaim:
-    a = rep.account
-    if a is None:
-        raise ValueError("refusing to card a non-private generator: cards carry an accountant's (ε, δ)")
-    return PrivacyClaim(
-        mechanism="dp-sgd",
-        epsilon=a.epsilon,
-        delta=a.delta,
-        accountant=a.accountant,
-        noise_multiplier=a.noise_multiplier,
-        sample_rate=a.sample_rate,
-        steps=a.steps,
-        max_grad_norm=a.max_grad_norm,
-    )
-
-
-def generator_tensors(net: CondGenerator) -> dict[str, np.ndarray]:
-    return {k: v.detach().to(torch.float32).contiguous().cpu().numpy() for k, v in net.state_dict().items()}
 
 
 class GANGenerator:
@@ -106,7 +83,7 @@ class GANGenerator:
         return part
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return generator_tensors(self.net)
+        return module_tensors(self.net)
 
 
 class GANFamily:
@@ -145,8 +122,7 @@ class GANFamily:
         if set(tensors) != set(exp) or any(tuple(tensors[k].shape) != s for k, s in exp.items()):
             raise ArtifactError("tensors do not match the dp-gan spec")
         net = build_generator(spec)
-        net.load_state_dict({k: torch.from_numpy(np.array(v, dtype=np.float32)) for k, v in tensors.items()})
-        net.eval()
+        load_module_tensors(net, tensors)
         return GANGenerator(card, net, schema)
 
     def fit(
@@ -180,8 +156,8 @@ class GANFamily:
         y = encode_target(data[schema.target], schema)
         n = len(x)
         net, rep = train_gan(x, y, spec, cfg, epsilon=target.epsilon, delta=target.delta_for(n), seed=seed)
-        claim = claim_of(rep)
-        tensors = generator_tensors(net)
+        claim = dpsgd_claim(rep.account)
+        tensors = module_tensors(net)
         card = make_card(KIND, spec, schema, None, claim, tensors)
         g = GANGenerator(card, net, schema, "local")
         fr = FitReport(None, n, rep.seconds, claim, rep.final_loss, rep.d_losses)
@@ -192,4 +168,4 @@ class GANFamily:
 
 FAMILY = GANFamily()
 
-__all__ = ["FAMILY", "KIND", "GANConfig", "GANFamily", "GANGenerator", "claim_of", "generator_tensors"]
+__all__ = ["FAMILY", "KIND", "GANConfig", "GANFamily", "GANGenerator"]

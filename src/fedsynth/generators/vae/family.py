@@ -36,33 +36,14 @@ from fedsynth.generators.base import (
     make_card,
     streams,
 )
+from fedsynth.generators.torchnn import load_module_tensors, module_tensors
 from fedsynth.generators.vae.nets import Decoder, DecoderSpec, build_decoder, expected_tensors
-from fedsynth.generators.vae.train import TrainReport, VAEConfig, preset_for, train_class_vae
-from fedsynth.privacy.claim import PrivacyClaim
+from fedsynth.generators.vae.train import VAEConfig, preset_for, train_class_vae
+from fedsynth.privacy.dpsgd import dpsgd_claim
 from fedsynth.privacy.target import PrivacyTarget
 
 log = logging.getLogger(__name__)
 KIND = "dp-vae/1"
-
-
-def _layout(schema: Schema) -> list[tuple[str, str, int]]:
-    return [(str(b["name"]), str(b["kind"]), int(b["width"])) for b in TableEncoder(schema).layout()]  # type: ignore[call-overload]
-
-
-def claim_of(rep: TrainReport) -> PrivacyClaim:
-    a = rep.account
-    if a is None:
-        raise ValueError("refusing to card a non-private generator: cards carry an accountant's (ε, δ)")
-    return PrivacyClaim(
-        mechanism="dp-sgd",
-        epsilon=a.epsilon,
-        delta=a.delta,
-        accountant=a.accountant,
-        noise_multiplier=a.noise_multiplier,
-        sample_rate=a.sample_rate,
-        steps=a.steps,
-        max_grad_norm=a.max_grad_norm,
-    )
 
 
 class VAEGenerator:
@@ -89,17 +70,11 @@ class VAEGenerator:
         return part
 
     def tensors(self) -> dict[str, np.ndarray]:
-        return decoder_tensors(self.decoder)
+        return module_tensors(self.decoder)
 
     def log_likelihood(self, df: pd.DataFrame, *, seed: int = 0, n_latent: int = 1024) -> np.ndarray:
         x = self._enc.transform(validate_frame(df, self.schema, require_target=False), validated=True)
         return decoder_log_likelihood(self.decoder, x, n_latent=n_latent, seed=seed)
-
-
-def decoder_tensors(decoder: Decoder) -> dict[str, np.ndarray]:
-    return {
-        k: v.detach().to(torch.float32).contiguous().cpu().numpy() for k, v in decoder.state_dict().items()
-    }
 
 
 @torch.no_grad()
@@ -152,7 +127,7 @@ class VAEFamily:
         if not isinstance(d, dict):
             raise SpecError("a dp-vae spec must be a JSON object")
         spec = DecoderSpec.from_dict(d)
-        if [tuple(b) for b in spec.layout] != _layout(schema):
+        if [tuple(b) for b in spec.layout] != TableEncoder(schema).layout_tuples():
             raise SpecError("the decoder spec's output layout does not match the schema's encoding")
         return spec
 
@@ -167,8 +142,7 @@ class VAEFamily:
     def load(self, card: GeneratorCard, tensors: dict[str, np.ndarray], schema: Schema) -> VAEGenerator:
         spec = self.spec_from_dict(card.spec, schema)
         dec = build_decoder(spec)
-        dec.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, strict=True)
-        dec.eval()
+        load_module_tensors(dec, tensors)
         return VAEGenerator(card, dec, schema)
 
     def fit(
@@ -191,7 +165,7 @@ class VAEFamily:
         check_training_target(data, schema)
         enc = TableEncoder(schema)
         spec = spec or cfg.decoder_spec(enc.layout())
-        if [tuple(b) for b in spec.layout] != _layout(schema):
+        if [tuple(b) for b in spec.layout] != TableEncoder(schema).layout_tuples():
             raise SchemaError("the decoder spec's output layout does not match this schema's encoding")
         if tuple(reversed(spec.hidden)) != cfg.hidden or spec.latent_dim != cfg.latent_dim:
             cfg = VAEConfig(
@@ -222,8 +196,8 @@ class VAEFamily:
                 log.warning("%s; skipping this class", e)
                 skipped.append(str(e))
                 continue
-            claim = claim_of(rep)
-            card = make_card(KIND, spec, schema, cls, claim, decoder_tensors(dec))
+            claim = dpsgd_claim(rep.account)
+            card = make_card(KIND, spec, schema, cls, claim, module_tensors(dec))
             gens.append(VAEGenerator(card, dec, schema, "local"))
             fr = FitReport(cls, rep.n_rows, rep.seconds, claim, rep.final_loss, rep.losses)
             reports.append(fr)
@@ -236,13 +210,14 @@ class VAEFamily:
 
 FAMILY = VAEFamily()
 
+decoder_tensors = module_tensors  # the name tests and audits use for a decoder
+
 __all__ = [
     "FAMILY",
     "KIND",
     "VAEConfig",
     "VAEFamily",
     "VAEGenerator",
-    "claim_of",
     "decoder_log_likelihood",
     "decoder_tensors",
 ]
