@@ -153,7 +153,9 @@ def test_train_class_vae_samples_at_the_accounted_rate(monkeypatch: pytest.Monke
     sizes: list[int] = []
     steps_taken = [0]
     orig_forward = vae_mod.VAE.forward
-    orig_step = vae_mod.DPOptimizerFastGradientClipping.step
+    from opacus.optimizers import DPOptimizerFastGradientClipping
+
+    orig_step = DPOptimizerFastGradientClipping.step
 
     def spy_forward(self, xb, noise):  # type: ignore[no-untyped-def]
         sizes.append(int(xb.shape[0]))
@@ -164,7 +166,7 @@ def test_train_class_vae_samples_at_the_accounted_rate(monkeypatch: pytest.Monke
         return orig_step(self, *a, **k)
 
     monkeypatch.setattr(vae_mod.VAE, "forward", spy_forward)
-    monkeypatch.setattr(vae_mod.DPOptimizerFastGradientClipping, "step", spy_step)
+    monkeypatch.setattr(DPOptimizerFastGradientClipping, "step", spy_step)
     _, rep = train_class_vae(x, _tiny_spec(), cfg, class_label="a", epsilon=2.0, delta=1e-4, seed=3)
     acc = rep.account
     assert acc is not None

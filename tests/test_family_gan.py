@@ -81,11 +81,13 @@ def test_generator_steps_are_not_charged_and_batches_are_poisson(toy_schema, toy
     t = _trainer(toy_schema, toy_frame, cfg)
     _, rep = t.train()
     assert rep.d_steps == 80 and rep.g_steps == 40
-    assert t.accountant is not None
-    assert t.accountant.history == [(t.sigma, t.q, 80)]  # every D step, no G step
+    assert t.run is not None
+    assert t.run is not None and t.run.accountant.history == [
+        (t.run.sigma, t.q, 80)
+    ]  # every D step, no G step
     a = rep.account
     assert a is not None and a.steps == 80
-    assert epsilon_spent(t.sigma, t.q, 80 + 40, 1e-4) > a.epsilon  # counting G steps would differ
+    assert epsilon_spent(t.run.sigma, t.q, 80 + 40, 1e-4) > a.epsilon  # counting G steps would differ
     sizes = np.array(rep.real_batch_sizes)
     n, q = len(toy_frame), t.q
     assert len(sizes) == 80 and sizes.std() > 0  # random sizes: Poisson, not fixed batches

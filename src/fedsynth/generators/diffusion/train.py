@@ -33,20 +33,17 @@ matrix product per layer with every row of record i scaled by c_i = min(1, C/‖
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from opacus.accountants import create_accountant
-from opacus.optimizers import DPOptimizerFastGradientClipping
 from torch import nn
 
 from fedsynth.generators.base import TooFewRowsError
 from fedsynth.generators.diffusion.nets import Denoiser, DenoiserSpec, alphas_cumprod, build_denoiser
-from fedsynth.privacy.dpsgd import DPSGDAccount, calibrate_noise, check_epsilon_delta, epsilon_spent
+from fedsynth.privacy.dpsgd import DPSGD, DPSGDAccount, check_epsilon_delta, plan_poisson
 
 
 @dataclass(frozen=True)
@@ -183,10 +180,7 @@ def row_losses(
 
 def plan_steps(n: int, cfg: DiffusionConfig) -> tuple[float, int]:
     """Sample rate q and number of steps for a table of n rows."""
-    q = min(1.0, cfg.batch_size / n)
-    steps_per_epoch = max(1, math.ceil(1.0 / q))
-    steps = min(cfg.max_steps, max(cfg.min_steps, cfg.epochs * steps_per_epoch))
-    return q, steps
+    return plan_poisson(n, cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps)
 
 
 def train_denoiser(
@@ -218,22 +212,22 @@ def train_denoiser(
     q, steps = plan_steps(n, cfg)
     expected_b = max(1, round(q * n))
     t0 = time.perf_counter()
-    sigma = 0.0
-    accountant = None
+    run: DPSGD | None = None
     clipper = None
     if dp:
-        sigma = calibrate_noise(epsilon, delta, q, steps, cfg.accountant)  # type: ignore[arg-type]
         clipper = GroupGhostClipper(model, cfg.max_grad_norm)
-        opt: torch.optim.Optimizer = DPOptimizerFastGradientClipping(
+        run = DPSGD(
             torch.optim.Adam(model.parameters(), lr=cfg.lr),
-            noise_multiplier=sigma,
+            epsilon=epsilon,  # type: ignore[arg-type]
+            delta=delta,  # type: ignore[arg-type]
+            sample_rate=q,
+            steps=steps,
             max_grad_norm=cfg.max_grad_norm,
             expected_batch_size=expected_b,
-            loss_reduction="mean",
             generator=gen,
+            accountant=cfg.accountant,
         )
-        accountant = create_accountant(cfg.accountant)
-        opt.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=q))  # type: ignore[attr-defined]
+        opt: torch.optim.Optimizer = run.optimizer
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     losses: list[float] = []
@@ -242,7 +236,7 @@ def train_denoiser(
     model.train()
     for step in range(steps):
         # Poisson sampling: each row independently with probability q (the accountant's q).
-        idx = np.flatnonzero(rng.random(n) < q) if dp else rng.choice(n, size=expected_b, replace=False)
+        idx = run.poisson_batch(rng, n) if run else rng.choice(n, size=expected_b, replace=False)
         opt.zero_grad(set_to_none=True)
         if len(idx) == 0:
             # An empty Poisson batch still releases a (pure-noise) update, as the analysis assumes.
@@ -266,14 +260,7 @@ def train_denoiser(
             running, count = 0.0, 0
     if clipper is not None:
         clipper.remove()
-    account = None
-    if dp:
-        assert accountant is not None
-        spent = float(accountant.get_epsilon(delta=delta))
-        recomputed = epsilon_spent(sigma, q, steps, delta, cfg.accountant)  # type: ignore[arg-type]
-        if not math.isclose(spent, recomputed, rel_tol=1e-6):
-            raise RuntimeError(f"accountant disagrees with recomputation: {spent} vs {recomputed}")
-        account = DPSGDAccount(sigma, q, steps, float(delta), spent, cfg.accountant, cfg.max_grad_norm)  # type: ignore[arg-type]
+    account = run.account() if run is not None else None
     model.eval()
     final = losses[-1] if losses else float("nan")
     return model, TrainReport(n, account, time.perf_counter() - t0, final, losses)

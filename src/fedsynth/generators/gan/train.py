@@ -33,20 +33,17 @@ Privacy (record-level (ε, δ)-DP of everything the silo ships, i.e. the generat
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from opacus.accountants import create_accountant
-from opacus.optimizers import DPOptimizerFastGradientClipping
 
 from fedsynth.generators.base import TooFewRowsError
 from fedsynth.generators.gan.nets import CondGenerator, Discriminator, GANSpec, build_generator
 from fedsynth.privacy.clipping import GhostClipper
-from fedsynth.privacy.dpsgd import DPSGDAccount, calibrate_noise, check_epsilon_delta, epsilon_spent
+from fedsynth.privacy.dpsgd import DPSGD, DPSGDAccount, check_epsilon_delta
 
 LOSSES = ("ns", "wgan")
 
@@ -160,21 +157,22 @@ class DPGANTrainer:
         )
         self.opt_g = torch.optim.Adam(self.G.parameters(), lr=cfg.lr_g, betas=(cfg.beta1, 0.9))
         d_adam = torch.optim.Adam(self.D.parameters(), lr=cfg.lr_d, betas=(cfg.beta1, 0.9))
-        self.sigma = 0.0
-        self.accountant = None
         self.clipper = GhostClipper(self.D, cfg.max_grad_norm)
+        self.run: DPSGD | None = None
         if self.dp:
-            self.sigma = calibrate_noise(epsilon, delta, self.q, self.steps, cfg.accountant)  # type: ignore[arg-type]
-            self.opt_d: torch.optim.Optimizer = DPOptimizerFastGradientClipping(
+            # the discriminator's optimiser is the only one that sees private rows: one accountant
+            self.run = DPSGD(
                 d_adam,
-                noise_multiplier=self.sigma,
+                epsilon=epsilon,  # type: ignore[arg-type]
+                delta=delta,  # type: ignore[arg-type]
+                sample_rate=self.q,
+                steps=self.steps,
                 max_grad_norm=cfg.max_grad_norm,
                 expected_batch_size=self.m,
-                loss_reduction="mean",
                 generator=self.gen,
+                accountant=cfg.accountant,
             )
-            self.accountant = create_accountant(cfg.accountant)
-            self.opt_d.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=self.q))
+            self.opt_d: torch.optim.Optimizer = self.run.optimizer
         else:
             self.opt_d = d_adam
         self.d_steps_done = 0
@@ -197,7 +195,9 @@ class DPGANTrainer:
 
     def d_step(self) -> float:
         """One (charged) discriminator step; returns the mean per-row loss of the batch."""
-        idx = torch.from_numpy(np.flatnonzero(self.rng.random(self.n) < self.q))  # Poisson(q)
+        idx = torch.from_numpy(
+            np.flatnonzero(self.rng.random(self.n) < self.q)
+        )  # Poisson(q), the accountant's q
         self.real_batch_sizes.append(len(idx))
         with torch.no_grad():
             xf, cf = self.fake(self.m)
@@ -293,27 +293,14 @@ class DPGANTrainer:
     def account(self) -> DPSGDAccount | None:
         """The accountant's (ε, δ), cross-checked against a fresh recomputation and against the
         number of discriminator steps actually taken (generator steps must not appear)."""
-        if not self.dp:
+        if self.run is None:
             return None
-        assert self.accountant is not None and self.delta is not None
-        hist = self.accountant.history
-        if sum(h[2] for h in hist) != self.d_steps_done or any(
-            (h[0], h[1]) != (self.sigma, self.q) for h in hist
-        ):
-            raise RuntimeError(f"accountant history {hist} does not match {self.d_steps_done} D steps")
-        spent = float(self.accountant.get_epsilon(delta=self.delta))
-        recomputed = epsilon_spent(self.sigma, self.q, self.d_steps_done, self.delta, self.cfg.accountant)
-        if not math.isclose(spent, recomputed, rel_tol=1e-6):
-            raise RuntimeError(f"accountant disagrees with recomputation: {spent} vs {recomputed}")
-        return DPSGDAccount(
-            self.sigma,
-            self.q,
-            self.d_steps_done,
-            float(self.delta),
-            spent,
-            self.cfg.accountant,
-            self.cfg.max_grad_norm,
-        )
+        account = self.run.account()
+        if account.steps != self.d_steps_done:
+            raise RuntimeError(
+                f"the accountant saw {account.steps} steps, the discriminator took {self.d_steps_done}"
+            )
+        return account
 
 
 def train_gan(

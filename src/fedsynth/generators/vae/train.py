@@ -17,21 +17,18 @@ Only the decoder leaves the silo (see :mod:`.family`); the encoder is discarded.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from opacus.accountants import create_accountant
-from opacus.optimizers import DPOptimizerFastGradientClipping
 from torch import nn
 
 from fedsynth.generators.base import TooFewRowsError
 from fedsynth.generators.vae.nets import Decoder, DecoderSpec, build_decoder, mlp
 from fedsynth.privacy.clipping import GhostClipper
-from fedsynth.privacy.dpsgd import DPSGDAccount, calibrate_noise, check_epsilon_delta, epsilon_spent
+from fedsynth.privacy.dpsgd import DPSGD, DPSGDAccount, check_epsilon_delta, plan_poisson
 
 
 @dataclass(frozen=True)
@@ -110,10 +107,7 @@ class VAE(nn.Module):
 
 def plan_steps(n: int, cfg: VAEConfig) -> tuple[float, int]:
     """Sample rate q and number of steps for a class of n rows."""
-    q = min(1.0, cfg.batch_size / n)
-    steps_per_epoch = max(1, math.ceil(1.0 / q))
-    steps = min(cfg.max_steps, max(cfg.min_steps, cfg.epochs * steps_per_epoch))
-    return q, steps
+    return plan_poisson(n, cfg.batch_size, cfg.epochs, cfg.min_steps, cfg.max_steps)
 
 
 def train_class_vae(
@@ -147,23 +141,23 @@ def train_class_vae(
     q, steps = plan_steps(n, cfg)
     expected_b = max(1, round(q * n))
     t0 = time.perf_counter()
-    sigma = 0.0
-    accountant = None
+    run: DPSGD | None = None
     if dp:
-        sigma = calibrate_noise(epsilon, delta, q, steps, cfg.accountant)  # type: ignore[arg-type]
-        # Per-sample clipping in one backward pass (privacy/clipping.py); Opacus adds the noise,
-        # averages over the expected batch size and reports every step to the accountant.
+        # Per-sample clipping in one backward pass (privacy/clipping.py); privacy/dpsgd.DPSGD adds
+        # the noise, averages over the expected batch size and reports every step to one accountant.
         clipper = GhostClipper(model, cfg.max_grad_norm)
-        opt = DPOptimizerFastGradientClipping(
+        run = DPSGD(
             torch.optim.Adam(model.parameters(), lr=cfg.lr),
-            noise_multiplier=sigma,
+            epsilon=epsilon,  # type: ignore[arg-type]
+            delta=delta,  # type: ignore[arg-type]
+            sample_rate=q,
+            steps=steps,
             max_grad_norm=cfg.max_grad_norm,
             expected_batch_size=expected_b,
-            loss_reduction="mean",
             generator=gen,
+            accountant=cfg.accountant,
         )
-        accountant = create_accountant(cfg.accountant)
-        opt.attach_step_hook(accountant.get_optimizer_hook_fn(sample_rate=q))
+        opt: torch.optim.Optimizer = run.optimizer
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     losses: list[float] = []
@@ -172,7 +166,7 @@ def train_class_vae(
     model.train()
     for step in range(steps):
         # Poisson sampling: each row independently with probability q (the accountant's q).
-        idx = np.flatnonzero(rng.random(n) < q) if dp else rng.choice(n, size=expected_b, replace=False)
+        idx = run.poisson_batch(rng, n) if run else rng.choice(n, size=expected_b, replace=False)
         batch = data[torch.from_numpy(idx)]
         noise = torch.randn(len(idx), spec.latent_dim, generator=gen)
         opt.zero_grad(set_to_none=True)
@@ -194,14 +188,9 @@ def train_class_vae(
             losses.append(running / count)
             running, count = 0.0, 0
     account = None
-    if dp:
+    if run is not None:
         clipper.remove()  # the released decoder must not keep recording activations
-        assert accountant is not None
-        spent = float(accountant.get_epsilon(delta=delta))
-        recomputed = epsilon_spent(sigma, q, steps, delta, cfg.accountant)  # type: ignore[arg-type]
-        if not math.isclose(spent, recomputed, rel_tol=1e-6):
-            raise RuntimeError(f"accountant disagrees with recomputation: {spent} vs {recomputed}")
-        account = DPSGDAccount(sigma, q, steps, float(delta), spent, cfg.accountant, cfg.max_grad_norm)  # type: ignore[arg-type]
+        account = run.account()
     decoder = model.decoder
     decoder.eval()
     report = TrainReport(
