@@ -22,7 +22,7 @@ def flat(r) -> str:
     return " ".join(r.output.split())
 
 
-FAST = ["--epsilon", "1.0"]
+FAST = ["--epsilon", "1.0", "--generator", "vae"]
 
 
 def train(data: Path, out: Path, *extra: str, schema: Path | None = None):  # type: ignore[no-untyped-def]
@@ -70,6 +70,29 @@ def test_train_and_sample(gens: Path, tmp_path: Path):
     r = runner.invoke(app, ["sample", "--generators", str(gens), "--rows", "10", "--out", str(out)])
     assert r.exit_code != 0 and "refusing to overwrite" in flat(r)
     assert len(pd.read_csv(out)) == 300
+
+
+def test_other_family_and_a_mixed_pool(gens: Path, tmp_path: Path, data_csv: Path, schema_json: Path):
+    pgm = tmp_path / "pgm"
+    r = train(data_csv, pgm, "--epsilon", "1.0", "--generator", "pgm", schema=schema_json)
+    assert r.exit_code == 0, r.output
+    assert "zcdp" in flat(r) and "pgm/1" in flat(r)
+    (card,) = [
+        json.loads((pgm / g["card"]).read_text())
+        for g in json.loads((pgm / "manifest.json").read_text())["generators"]
+    ]
+    assert (
+        card["family"] == "pgm/1" and card["class_label"] is None and card["privacy"]["mechanism"] == "zcdp"
+    )
+    out = tmp_path / "mixed.csv"
+    r = runner.invoke(
+        app,
+        ["sample", "--generators", str(gens), "--generators", str(pgm), "--rows", "400", "--out", str(out)],
+    )
+    assert r.exit_code == 0, r.output
+    assert "from 3 generators" in flat(r) and len(pd.read_csv(out)) == 400
+    r = train(data_csv, tmp_path / "x", "--generator", "nope", schema=schema_json)
+    assert r.exit_code != 0 and "unknown generator family 'nope'" in flat(r) and not (tmp_path / "x").exists()
 
 
 def test_inferred_schema_warns(data_csv: Path, tmp_path: Path):
