@@ -64,6 +64,8 @@ def test_cli_push_pull_through_real_hub(tmp_path: Path) -> None:
                     "1e-4",
                     "--silo-budget",
                     "2.0",
+                    "--families",
+                    "vae,pgm",
                     "--latent-dim",
                     "4",
                     "--hidden",
@@ -151,6 +153,21 @@ def test_cli_push_pull_through_real_hub(tmp_path: Path) -> None:
         args = ["pull", "--hub", hub.url, "--token", token, "--rows", "50", "--out", str(screened)]
         out = _ok(runner.invoke(app, [*args, "--screen-data", str(data)]))
         assert "pool screen" in out and len(pd.read_csv(screened)) == 50
+        # a second silo pushes the federation's other family; one pull samples the mixed pool
+        res = runner.invoke(
+            app, ["hub", "add-silo", "--hub", hub.url, "--federation", "clinics", "--name", "s2"], env=env
+        )
+        token2 = _ok(res).strip().splitlines()[-1].strip()
+        out = _ok(runner.invoke(app, [*push[:3], "--token", token2, *push[5:-4], "--generator", "pgm"]))
+        assert "accepted: 1 generators" in out and "pgm/1" in out
+        res = runner.invoke(app, [*push[:3], "--token", token2, *push[5:-4], "--generator", "gan"])
+        assert res.exit_code == 2 and "does not accept family" in res.output
+        pool = HubAdmin(hub.url, hub.admin_token).pool("clinics")
+        assert sorted(e.family for e in pool) == ["dp-vae/1", "dp-vae/1", "pgm/1"]
+        mixed = tmp_path / "mixed.csv"
+        args = ["pull", "--hub", hub.url, "--token", token2, "--rows", "300", "--out", str(mixed)]
+        assert "3 generators of 2 silos" in " ".join(_ok(runner.invoke(app, args)).split())
+        assert set(pd.read_csv(mixed)["y"]) == {"no", "yes"}
 
 
 def _free_port() -> int:
