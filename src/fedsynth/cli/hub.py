@@ -11,6 +11,7 @@ import typer
 
 from fedsynth.cli.app import app, hub_app
 from fedsynth.cli.common import console, out, progress, refuse_existing, user_errors, write_atomic
+from fedsynth.cli.sgde import DEFAULT_GENERATOR
 from fedsynth.exchange.server import ADMIN_TOKEN_ENV
 
 HUB_HELP = "Hub base URL, e.g. https://hub.example.org:8765"
@@ -103,7 +104,9 @@ def create_federation_cmd(
     max_delta: float = typer.Option(1e-5, "--max-delta"),
     silo_budget: float = typer.Option(3.0, "--silo-budget", help="cumulative ε per silo over all its pushes"),
     families: list[str] = typer.Option(
-        ["vae"], "--families", help="accepted families (repeat or comma-separate): vae, gan, pgm, diffusion"
+        [DEFAULT_GENERATOR],
+        "--families",
+        help="accepted families (repeat or comma-separate): vae, gan, pgm, diffusion",
     ),
     latent_dim: int = typer.Option(8, "--latent-dim", help="vae: latent size"),
     hidden: str = typer.Option(

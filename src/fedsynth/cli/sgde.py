@@ -25,6 +25,7 @@ from fedsynth.cli.common import (
     write_atomic,
     write_json,
 )
+from fedsynth.generators import DEFAULT_FAMILY
 from fedsynth.privacy.target import check_epsilon_delta
 
 # The paper's Table I (evaluated on local data), for side-by-side printing. Its Synthetic column
@@ -58,7 +59,7 @@ PAPER_TABLE_I: dict[str, dict[str, dict[str, float]]] = {
 }
 
 
-DEFAULT_GENERATOR = "vae"
+DEFAULT_GENERATOR = DEFAULT_FAMILY
 GENERATOR_HELP = "generator family: vae, gan, pgm, diffusion (or a kind such as dp-vae/1)"
 
 

@@ -23,14 +23,12 @@ from typing import Any
 import pandas as pd
 
 from fedsynth.data.schema import Schema, infer_schema, load_schema
+from fedsynth.generators import DEFAULT_FAMILY
 from fedsynth.generators.base import Generator, GeneratorSet, get_family, set_cost
 from fedsynth.generators.io import read_generator_set
 from fedsynth.generators.pool import GeneratorPool
 from fedsynth.privacy.claim import PrivacyClaim
 from fedsynth.privacy.target import PrivacyTarget
-
-#: the family ``Synthesizer.create()`` uses when none is named (see README: best on average)
-DEFAULT_FAMILY = "vae"
 
 
 class PrivateSchemaWarning(UserWarning):
