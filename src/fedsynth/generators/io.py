@@ -127,11 +127,19 @@ def read_generator_set(path: str | Path, *, schema: Schema | None = None) -> tup
     if not isinstance(manifest, dict) or manifest.get("format") != SET_FORMAT:
         fmt = manifest.get("format") if isinstance(manifest, dict) else None
         raise ArtifactError(f"{mf}: format {fmt!r} is not {SET_FORMAT!r}")
-    set_schema = Schema.from_dict(manifest["schema"])
+    try:
+        set_schema = Schema.from_dict(manifest["schema"])
+    except (KeyError, TypeError, ValueError, AttributeError) as e:
+        raise ArtifactError(f"{mf}: missing or invalid schema ({e})") from None
     if schema is not None and schema.hash() != set_schema.hash():
         raise ArtifactError(f"generator set {p} was trained for a different schema (hash mismatch)")
     out: list[Generator] = []
-    for entry in manifest.get("generators", []):
+    entries = manifest.get("generators", [])
+    if not isinstance(entries, list) or not all(
+        isinstance(e, dict) and "weights" in e and "card" in e for e in entries
+    ):
+        raise ArtifactError(f"{mf}: 'generators' must be a list of {{weights, card}} entries")
+    for entry in entries:
         wname, cname = str(entry["weights"]), str(entry["card"])
         if "/" in wname or "/" in cname or ".." in wname or ".." in cname:
             raise ArtifactError(f"{mf}: file names must be plain names, got {wname!r}, {cname!r}")
