@@ -200,3 +200,9 @@ def test_demo_small_federation(tmp_path: Path):
         auc = sc[name]["test_eval"]["auc"]
         assert 60 < auc <= 100, (name, auc)  # computed, and better than chance on breast cancer
     assert "privacy:" in flat(r) and "max ε spent" in flat(r)
+
+
+def test_missing_data_directory_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("FEDSYNTH_DATA", str(tmp_path / "nowhere"))
+    r = runner.invoke(app, ["bench", "sgde", "--dataset", "adult", "--seeds", "1"])
+    assert r.exit_code == 2 and "FEDSYNTH_DATA" in flat(r) and "Traceback" not in r.output

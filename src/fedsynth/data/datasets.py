@@ -38,8 +38,8 @@ CHECKSUMS: dict[str, str] = {
 }
 
 
-class DatasetError(RuntimeError):
-    """A benchmark dataset is unknown, missing or fails its checksum."""
+class DatasetError(ValueError):
+    """A benchmark dataset is unknown, missing or fails its checksum (a user error: CLI exit 2)."""
 
 
 @dataclass(frozen=True)

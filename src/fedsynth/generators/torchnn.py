@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 import numpy as np
 import torch
 from torch import nn
@@ -19,3 +21,25 @@ def load_module_tensors(module: nn.Module, tensors: dict[str, np.ndarray]) -> nn
     module.load_state_dict({k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}, strict=True)
     module.eval()
     return module
+
+
+@dataclass
+class LossTrace:
+    """Running mean of a training loss, logged ``points`` times over ``steps`` (local reports only)."""
+
+    steps: int
+    points: int = 20
+    losses: list[float] = field(default_factory=list)
+    _sum: float = 0.0
+    _count: int = 0
+
+    def add(self, step: int, value: float) -> None:
+        self._sum += value
+        self._count += 1
+        if (step + 1) % max(1, self.steps // self.points) == 0 and self._count:
+            self.losses.append(self._sum / self._count)
+            self._sum, self._count = 0.0, 0
+
+    @property
+    def final(self) -> float:
+        return self.losses[-1] if self.losses else float("nan")

@@ -9,6 +9,7 @@ the ε of a finished run from its (σ, q, steps, δ), so a reported ε can alway
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -131,6 +132,13 @@ class DPSGD:
         )
         self.accountant = create_accountant(accountant)
         self.optimizer.attach_step_hook(self.accountant.get_optimizer_hook_fn(sample_rate=sample_rate))
+
+    def empty_step(self, params: Iterable[torch.nn.Parameter]) -> None:
+        """An empty Poisson batch still releases a (pure-noise) update, as the analysis assumes:
+        skipping it would make the number of noisy releases depend on the data."""
+        for p in params:
+            p.grad = torch.zeros_like(p)
+        self.optimizer.step()
 
     def poisson_batch(self, rng: np.random.Generator, n: int) -> np.ndarray:
         """Row indices of one step: each row independently with probability q (the accountant's q)."""

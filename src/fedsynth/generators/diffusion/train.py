@@ -43,6 +43,7 @@ from torch import nn
 
 from fedsynth.generators.base import TooFewRowsError
 from fedsynth.generators.diffusion.nets import Denoiser, DenoiserSpec, alphas_cumprod, build_denoiser
+from fedsynth.generators.torchnn import LossTrace
 from fedsynth.privacy.dpsgd import DPSGD, DPSGDAccount, check_epsilon_delta, plan_poisson
 
 
@@ -230,19 +231,15 @@ def train_denoiser(
         opt: torch.optim.Optimizer = run.optimizer
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    losses: list[float] = []
-    running, count = 0.0, 0
-    log_every = max(1, steps // 20)
+    trace = LossTrace(steps)
     model.train()
     for step in range(steps):
         # Poisson sampling: each row independently with probability q (the accountant's q).
         idx = run.poisson_batch(rng, n) if run else rng.choice(n, size=expected_b, replace=False)
         opt.zero_grad(set_to_none=True)
         if len(idx) == 0:
-            # An empty Poisson batch still releases a (pure-noise) update, as the analysis assumes.
-            for p in model.parameters():
-                p.grad = torch.zeros_like(p)
-            opt.step()
+            assert run is not None  # only Poisson batches can be empty
+            run.empty_step(model.parameters())
             continue
         sel = torch.from_numpy(idx).repeat_interleave(k)
         t = torch.randint(1, spec.timesteps + 1, (len(sel),), generator=gen)
@@ -253,17 +250,12 @@ def train_denoiser(
         else:
             per_record.mean().backward()
         opt.step()
-        running += float(per_record.detach().mean())
-        count += 1
-        if (step + 1) % log_every == 0 and count:
-            losses.append(running / count)
-            running, count = 0.0, 0
+        trace.add(step, float(per_record.detach().mean()))
     if clipper is not None:
         clipper.remove()
     account = run.account() if run is not None else None
     model.eval()
-    final = losses[-1] if losses else float("nan")
-    return model, TrainReport(n, account, time.perf_counter() - t0, final, losses)
+    return model, TrainReport(n, account, time.perf_counter() - t0, trace.final, trace.losses)
 
 
 #: Per-dataset hyperparameters, tuned on the public benchmark copies only (tuning on private data

@@ -195,9 +195,8 @@ class DPGANTrainer:
 
     def d_step(self) -> float:
         """One (charged) discriminator step; returns the mean per-row loss of the batch."""
-        idx = torch.from_numpy(
-            np.flatnonzero(self.rng.random(self.n) < self.q)
-        )  # Poisson(q), the accountant's q
+        # Poisson sampling at the accountant's q (the generated rows are not private: always m of them)
+        idx = torch.from_numpy(np.flatnonzero(self.rng.random(self.n) < self.q))
         self.real_batch_sizes.append(len(idx))
         with torch.no_grad():
             xf, cf = self.fake(self.m)

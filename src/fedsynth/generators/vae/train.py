@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from fedsynth.generators.base import TooFewRowsError
+from fedsynth.generators.torchnn import LossTrace
 from fedsynth.generators.vae.nets import Decoder, DecoderSpec, build_decoder, mlp
 from fedsynth.privacy.clipping import GhostClipper
 from fedsynth.privacy.dpsgd import DPSGD, DPSGDAccount, check_epsilon_delta, plan_poisson
@@ -160,9 +161,7 @@ def train_class_vae(
         opt: torch.optim.Optimizer = run.optimizer
     else:
         opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
-    losses: list[float] = []
-    running, count = 0.0, 0
-    log_every = max(1, steps // 20)
+    trace = LossTrace(steps)
     model.train()
     for step in range(steps):
         # Poisson sampling: each row independently with probability q (the accountant's q).
@@ -171,10 +170,8 @@ def train_class_vae(
         noise = torch.randn(len(idx), spec.latent_dim, generator=gen)
         opt.zero_grad(set_to_none=True)
         if len(idx) == 0:
-            # An empty Poisson batch still releases a (pure-noise) update, as the analysis assumes.
-            for p in model.parameters():
-                p.grad = torch.zeros_like(p)
-            opt.step()
+            assert run is not None  # only Poisson batches can be empty
+            run.empty_step(model.parameters())
             continue
         loss_vec = model(batch, noise)
         if dp:
@@ -182,20 +179,14 @@ def train_class_vae(
         else:
             loss_vec.mean().backward()
         opt.step()
-        running += float(loss_vec.detach().mean())
-        count += 1
-        if (step + 1) % log_every == 0 and count:
-            losses.append(running / count)
-            running, count = 0.0, 0
+        trace.add(step, float(loss_vec.detach().mean()))
     account = None
     if run is not None:
         clipper.remove()  # the released decoder must not keep recording activations
         account = run.account()
     decoder = model.decoder
     decoder.eval()
-    report = TrainReport(
-        class_label, n, account, time.perf_counter() - t0, losses[-1] if losses else float("nan"), losses
-    )
+    report = TrainReport(class_label, n, account, time.perf_counter() - t0, trace.final, trace.losses)
     return decoder, report
 
 
