@@ -30,6 +30,7 @@ import pandas as pd
 
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard, sha256_bytes
 from fedsynth.artifacts.safetensors import Expected, tensors_to_bytes
+from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Schema, SchemaError, validate_frame
 from fedsynth.privacy.claim import PrivacyClaim
 from fedsynth.privacy.target import PrivacyTarget, parallel, sequential
@@ -207,6 +208,33 @@ def make_card(
     )
 
 
+def class_codes(schema: Schema, n: int, condition: str | None, rng: np.random.Generator) -> np.ndarray:
+    """Class indices (int64) for ``n`` rows of a joint model: all ``condition``, or — without one —
+    uniform over the schema's classes, so the model ships no class frequencies of the private data."""
+    classes = schema.classes
+    if condition is not None and condition not in classes:
+        raise ValueError(f"{condition!r} is not a class of the schema {list(classes)}")
+    if n < 0:
+        raise ValueError("number of rows must be >= 0")
+    if condition is None:
+        return rng.integers(0, len(classes), size=n).astype(np.int64)
+    return np.full(n, classes.index(condition), dtype=np.int64)
+
+
+def decode_rows(
+    x: np.ndarray, encoder: TableEncoder, labels: Any, rng: np.random.Generator, what: str = "generator"
+) -> pd.DataFrame:
+    """Encoded model output → a frame of the schema's columns with the target set to ``labels``.
+
+    Non-finite raw output is refused here, for every neural family: finite weights can decode to
+    NaN, and the hub's fixed-batch check relies on this refusal."""
+    if not np.isfinite(x).all():
+        raise ArtifactError(f"{what} output is not finite (NaN or infinite values)")
+    part = encoder.inverse_transform(x, rng=rng)
+    part[encoder.schema.target] = labels
+    return part
+
+
 def classes_of(g: Generator, schema: Schema) -> tuple[str, ...]:
     """The classes a generator can draw: its card's class, or every class for a joint model."""
     return schema.classes if g.card.class_label is None else (g.card.class_label,)
@@ -296,7 +324,9 @@ __all__ = [
     "TooFewRowsError",
     "UnknownFamilyError",
     "check_output",
+    "class_codes",
     "classes_of",
+    "decode_rows",
     "family_kinds",
     "get_family",
     "make_card",

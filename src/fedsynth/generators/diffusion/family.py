@@ -34,6 +34,8 @@ from fedsynth.generators.base import (
     GeneratorSet,
     RandomStreams,
     SpecError,
+    class_codes,
+    decode_rows,
     make_card,
     streams,
 )
@@ -69,23 +71,11 @@ class DiffusionGenerator:
         self._enc = TableEncoder(schema)
 
     def sample(self, n: int, *, condition: str | None = None, seed: int | RandomStreams = 0) -> pd.DataFrame:
-        classes = self.schema.classes
-        if condition is not None and condition not in classes:
-            raise ValueError(f"{condition!r} is not a class of the schema {list(classes)}")
-        n = int(n)
-        if n < 0:
-            raise ValueError("number of rows must be >= 0")
         rs = streams(seed)
-        if condition is None:
-            codes = rs.numpy.integers(0, len(classes), size=n)
-        else:
-            codes = np.full(n, classes.index(condition))
-        x = self.model.generate(torch.from_numpy(codes.astype(np.int64)), generator=rs.torch()).numpy()
-        if not np.isfinite(x).all():
-            raise ArtifactError("denoiser output is not finite (NaN or infinite values)")
-        part = self._enc.inverse_transform(x, rng=rs.numpy)
-        part[self.schema.target] = np.asarray(classes, dtype=object)[codes]
-        return part
+        codes = class_codes(self.schema, int(n), condition, rs.numpy)
+        x = self.model.generate(torch.from_numpy(codes), generator=rs.torch()).numpy()
+        labels = np.asarray(self.schema.classes, dtype=object)[codes]
+        return decode_rows(x, self._enc, labels, rs.numpy, "denoiser")
 
     def tensors(self) -> dict[str, np.ndarray]:
         return module_tensors(self.model)

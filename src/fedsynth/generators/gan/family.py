@@ -32,6 +32,8 @@ from fedsynth.generators.base import (
     GeneratorSet,
     RandomStreams,
     SpecError,
+    class_codes,
+    decode_rows,
     make_card,
     streams,
 )
@@ -66,21 +68,11 @@ class GANGenerator:
         self._enc = TableEncoder(schema)
 
     def sample(self, n: int, *, condition: str | None = None, seed: int | RandomStreams = 0) -> pd.DataFrame:
-        classes = self.schema.classes
-        if condition is not None and condition not in classes:
-            raise ValueError(f"{condition!r} is not a class of the schema {list(classes)}")
         rs = streams(seed)
-        n = int(n)
-        if condition is None:  # uniform over the schema's classes: no private frequencies shipped
-            idx = rs.numpy.integers(0, len(classes), size=n)
-        else:
-            idx = np.full(n, classes.index(condition))
+        idx = class_codes(self.schema, int(n), condition, rs.numpy)
         x = self.net.generate(torch.from_numpy(idx), generator=rs.torch()).numpy()
-        if not np.isfinite(x).all():
-            raise ArtifactError("generator output is not finite (NaN or infinite values)")
-        part = self._enc.inverse_transform(x, rng=rs.numpy)
-        part[self.schema.target] = np.asarray(classes, dtype=object)[idx]
-        return part
+        labels = np.asarray(self.schema.classes, dtype=object)[idx]
+        return decode_rows(x, self._enc, labels, rs.numpy, "generator")
 
     def tensors(self) -> dict[str, np.ndarray]:
         return module_tensors(self.net)

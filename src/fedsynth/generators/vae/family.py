@@ -33,6 +33,7 @@ from fedsynth.generators.base import (
     RandomStreams,
     SpecError,
     TooFewRowsError,
+    decode_rows,
     make_card,
     streams,
 )
@@ -63,11 +64,7 @@ class VAEGenerator:
             raise ValueError(f"this generator draws class {self.card.class_label!r}, not {condition!r}")
         rs = streams(seed)
         x = self.decoder.generate(int(n), generator=rs.torch()).numpy()
-        if not np.isfinite(x).all():
-            raise ArtifactError("decoder output is not finite (NaN or infinite values)")
-        part = self._enc.inverse_transform(x, rng=rs.numpy)
-        part[self.schema.target] = self.card.class_label
-        return part
+        return decode_rows(x, self._enc, self.card.class_label, rs.numpy, "decoder")
 
     def tensors(self) -> dict[str, np.ndarray]:
         return module_tensors(self.decoder)
