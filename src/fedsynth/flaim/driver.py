@@ -17,14 +17,34 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
-from fedsynth.flaim.methods.base import FederatedMethod, Plan, ServerState
+from fedsynth.flaim.methods.base import Plan
 from fedsynth.secagg.secure_sum import SecureSum, SumResult
 
-S = TypeVar("S", bound=ServerState)
+S = TypeVar("S")
+
+
+class SteppedMethod(Protocol[S]):
+    """What :func:`drive` runs: a server state machine whose steps are answered by client vectors.
+
+    Every FLAIM method (:class:`~fedsynth.flaim.methods.base.FederatedMethod`) is one; so are the
+    federation-level generator fits (``fedsynth.generators``), which reuse this loop, the
+    in-process exchange and the Flower apps unchanged."""
+
+    name: str
+
+    def init_state(self) -> S: ...
+
+    def upcoming_round(self, state: S) -> int | None: ...
+
+    def plan(self, state: S, participants: list[int]) -> Plan | None: ...
+
+    def client_step(self, cid: int, codes: np.ndarray, plan: Plan) -> dict[str, np.ndarray]: ...
+
+    def server_step(self, state: S, plan: Plan, sums: dict[str, np.ndarray]) -> S: ...
 
 # (plan, senders) -> {key: sum over the senders' vectors for that key}
 Exchange = Callable[[Plan, list[int]], dict[str, np.ndarray]]
@@ -49,7 +69,7 @@ def poisson_participants(clients: int, participation: float, seed: int) -> Parti
     return lambda _round: draw_participants(rng, clients, participation)
 
 
-def drive(method: FederatedMethod[S], exchange: Exchange, participants_for: ParticipantsFor) -> S:
+def drive(method: SteppedMethod[S], exchange: Exchange, participants_for: ParticipantsFor) -> S:
     """Run ``method`` from its initial state until it has no more plans; returns the final state
     (the caller runs ``method.finish(state)``)."""
     state = method.init_state()
@@ -75,11 +95,13 @@ class InProcessExchange:
     Traffic per client: the secure sum's messages (both directions) plus the broadcast plan arrays
     every sender receives."""
 
-    method: FederatedMethod[Any]
+    method: SteppedMethod[Any]
     client_codes: Sequence[np.ndarray]
     secure_sum: SecureSum
     sent: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     received: dict[int, int] = field(default_factory=lambda: defaultdict(int))
+    # clients whose vector is in at least one released sum (a dropped client's is not)
+    contributors: set[int] = field(default_factory=set)
 
     def __call__(self, plan: Plan, senders: list[int]) -> dict[str, np.ndarray]:
         bcast = sum(int(a.nbytes) for a in plan.arrays.values())
@@ -88,6 +110,7 @@ class InProcessExchange:
         for key in sorted({key for v in vectors.values() for key in v}):
             r: SumResult = self.secure_sum({k: v[key] for k, v in vectors.items()})
             sums[key] = r.total
+            self.contributors.update(r.survivors)
             for k, b in r.bytes_sent.items():
                 self.sent[k] += b
             for k, b in r.bytes_received.items():

@@ -69,13 +69,16 @@ def candidate_weights(workload: list[Clique], order: tuple[str, ...]) -> dict[Cl
     return {q: float(sum(len(set(q) & r) for r in ws)) for q in downward_closure(workload, order)}
 
 
-def candidate_pool(sizes: dict[str, int], workload: list[Clique], cells: int) -> list[Clique]:
+def candidate_pool(
+    sizes: dict[str, int], workload: list[Clique], cells: int, allowed: set[Clique] | None = None
+) -> list[Clique]:
     """A public, data-independent subset of the candidates whose answers fit in ``cells`` cells.
 
     Every one-way is in (the model needs all of them); the remaining budget is filled greedily with
     the closure's marginals of two or more attributes in decreasing weight per cell, w_q / |Ω_q|
     (ties: fewer cells, then closure order), skipping any that no longer fit. The pool depends only
-    on the schema and the workload, so clients and server compute the same one.
+    on the schema and the workload, so clients and server compute the same one. ``allowed``
+    (public, e.g. the candidates under a model-size cap) restricts the multi-way marginals.
     """
     attrs = tuple(sizes)
     weights = candidate_weights(workload, attrs)
@@ -88,7 +91,7 @@ def candidate_pool(sizes: dict[str, int], workload: list[Clique], cells: int) ->
             "raise the budget (pool_cells) or coarsen the binning"
         )
     rest = sorted(
-        (q for q in weights if len(q) > 1),
+        (q for q in weights if len(q) > 1 and (allowed is None or q in allowed)),
         key=lambda q: (-weights[q] / size[q], size[q]),
     )
     pool: list[tuple[str, ...]] = list(ones)

@@ -139,6 +139,57 @@ class GeneratorFamily(Protocol):
     def load(self, card: GeneratorCard, tensors: dict[str, np.ndarray], schema: Schema) -> Generator: ...
 
 
+@dataclass
+class FederationFit:
+    """One federation-level fit as plain steps, free of transport.
+
+    * ``encode`` — silo side: validate the silo's frame against the public schema and turn it into
+      the array its client steps read (a pure function of the public schema and spec);
+    * ``method`` — the :class:`~fedsynth.flaim.driver.SteppedMethod` that
+      :func:`~fedsynth.flaim.driver.drive` runs: client steps return integer vectors that only ever
+      reach the server through a secure sum;
+    * ``finish`` — server side: the final state and the silos whose vectors are in the released
+      sums → the federation's :class:`GeneratorSet` (one card, ``scope="federation"``);
+    * ``sum_bound`` — the public bound on any client value of a step (for the secure sum's range),
+      given the largest silo size the federation admits.
+
+    Participation is cross-silo: every silo takes part in every round (p = 1).
+    """
+
+    method: Any  # SteppedMethod[Any] (typed loosely: generators may not name flaim's state types)
+    encode: Callable[[pd.DataFrame], np.ndarray]
+    finish: Callable[[Any, list[int]], GeneratorSet]
+    sum_bound: Callable[[Any, int], int]
+    detail: Callable[[Any], dict[str, Any]] = field(default=lambda _state: {})
+
+
+@runtime_checkable
+class FederationFamily(GeneratorFamily, Protocol):
+    """A family fitted across silos: statistics summed under secure aggregation, noise added once.
+
+    ``fit`` on one table is the same family run centrally (the floor a federation run is compared
+    with); ``federation_fit`` is the federated run. The target's δ must be explicit: the
+    federation's total row count is not public, so the per-silo δ rule cannot be applied."""
+
+    scope: str  # "federation"
+
+    def federation_fit(
+        self,
+        schema: Schema,
+        target: PrivacyTarget,
+        silos: int,
+        config: Any = None,
+        *,
+        seed: int = 0,
+        spec: FamilySpec | None = None,
+        min_silos: int = 2,
+    ) -> FederationFit: ...
+
+
+def is_federation_family(family: GeneratorFamily) -> bool:
+    return getattr(family, "scope", "silo") == "federation"
+
+
 def set_cost(cards: Sequence[GeneratorCard]) -> tuple[float, float]:
     """(ε, δ) of a set of generators trained at one silo on one table.
 
@@ -269,12 +320,16 @@ BUILTIN: dict[str, str] = {
     "dp-gan/1": "fedsynth.generators.gan.family",
     "pgm/1": "fedsynth.generators.pgm.family",
     "dp-diffusion/1": "fedsynth.generators.diffusion.family",
+    "fed-pgm/1": "fedsynth.generators.fed_pgm.family",
+    "fed-merf/1": "fedsynth.generators.fed_merf.family",
 }
 ALIASES: dict[str, str] = {
     "vae": "dp-vae/1",
     "gan": "dp-gan/1",
     "pgm": "pgm/1",
     "diffusion": "dp-diffusion/1",
+    "fed-pgm": "fed-pgm/1",
+    "fed-merf": "fed-merf/1",
 }
 _REGISTERED: dict[str, GeneratorFamily] = {}
 
@@ -314,6 +369,8 @@ __all__ = [
     "ALIASES",
     "BUILTIN",
     "FamilySpec",
+    "FederationFamily",
+    "FederationFit",
     "FitReport",
     "Generator",
     "GeneratorFamily",
@@ -329,6 +386,7 @@ __all__ = [
     "decode_rows",
     "family_kinds",
     "get_family",
+    "is_federation_family",
     "make_card",
     "register",
     "resolve_kind",

@@ -60,6 +60,11 @@ class Context:
     preview_share: float = 0.3  # flaim-ta: share of each marginal's ρ for the per-round previews
     vote_on: str = "workload"  # flaim-sa: candidates for the votes, "workload" cliques or "closure"
     pool_cells: int = 6500  # flaim-da: cells of the public candidate pool each client uploads once
+    # flaim-da: the marginals measured before AIM's first round (None: every one-way) and the
+    # public subset of the closure AIM may select from (None: the whole pool); fed-pgm passes the
+    # pgm spec's target 2-ways and its model-capped candidates here
+    initial: list[Clique] | None = None
+    candidates: list[Clique] | None = None
     global_codes: np.ndarray | None = None  # aug-oracle only (non-private reference)
 
     @property

@@ -131,7 +131,10 @@ class DeferredAIM(FederatedMethod[CollectState]):
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
-        self.pool = candidate_pool(ctx.sizes, ctx.workload, ctx.pool_cells)
+        allowed = None if ctx.candidates is None else set(ctx.candidates)
+        pool = candidate_pool(ctx.sizes, ctx.workload, ctx.pool_cells, allowed)
+        # the initial marginals are measured whatever the pool budget: they must be uploaded
+        self.pool = pool + [q for q in ctx.initial or [] if q not in pool]
         self._cells = _cells(self.pool, ctx.sizes)
 
     def init_state(self) -> CollectState:
@@ -186,6 +189,7 @@ class DeferredAIM(FederatedMethod[CollectState]):
             seed=None if self.ctx.server_seed is None else self.ctx.server_seed + 1,
             # a one-way outside the workload's closure is measured (AIM's start) but not a candidate
             candidates=[q for q in self.pool if q in self.weights],
+            initial=self.ctx.initial,
         )
         state.agg = None  # nothing exact outlives the run
         state.budget, state.selected = res.budget, list(res.selected)
