@@ -46,10 +46,11 @@ from fedsynth.evaluation.classifiers import (
 from fedsynth.evaluation.exchange import in_process_exchange
 from fedsynth.evaluation.fedavg import predict_proba, run_fedavg
 from fedsynth.evaluation.metrics import METRICS, mean_sd, score
-from fedsynth.generators.base import Generator, GeneratorSet, get_family
+from fedsynth.generators.base import Generator, GeneratorSet, get_family, is_federation_family
+from fedsynth.generators.federation import fit_federation
 from fedsynth.generators.io import to_artifact
 from fedsynth.generators.pool import GeneratorPool
-from fedsynth.privacy.target import PrivacyTarget
+from fedsynth.privacy.target import PrivacyTarget, default_delta
 
 SCENARIOS = (
     "local",
@@ -75,6 +76,9 @@ class SGDEConfig:
     generator: str = "dp-vae/1"  # family kind or short name (vae, gan, pgm, diffusion)
     gen_config: Any = None  # the family's config; None: its preset for the dataset
     eval_silos: int | None = None  # score only the first k silos (all train generators)
+    # federation-level families: also fit the same family centrally on the pooled rows at the same
+    # ε (the floor a federation run can reach) and score its synthetic-only model on the test split
+    central_floor: bool = True
 
 
 Progress = Callable[[str, int, int], None]
@@ -141,22 +145,45 @@ def run_seed(
     silo_frames = [train.iloc[p].reset_index(drop=True) for p in parts]
     timing: dict[str, float] = {}
 
-    # 1. every silo trains its generator set (the only thing that leaves a silo)
+    # 1. every silo trains its generator set (the only thing that leaves a silo) — or, for a
+    #    federation-level family, one generator is fitted across all silos under secure aggregation
     t0 = time.perf_counter()
     family = get_family(cfg.generator)
     gen_cfg = cfg.gen_config if cfg.gen_config is not None else family.default_config(bench.name)
-    target = PrivacyTarget(cfg.epsilon, cfg.delta)
     sets: list[GeneratorSet] = []
-    for i, df in enumerate(silo_frames):
-        sets.append(family.fit(df, s, target, gen_cfg, seed=seed * 100 + i))
+    extra: dict[str, Any] = {}
+    if is_federation_family(family):
+        # δ for the whole federation: the SGDE rule on the total rows (the benchmark knows N; in
+        # a deployment the admin sets the round's δ)
+        fed_target = PrivacyTarget(cfg.epsilon, cfg.delta or default_delta(sum(map(len, silo_frames))))
+        gset, rep = fit_federation(family, silo_frames, s, fed_target, gen_cfg, seed=seed)  # type: ignore[arg-type]
+        sets.append(gset)
+        extra["round"] = rep.to_dict()
         if progress:
-            progress("generators", i + 1, cfg.silos)
+            progress("generators", cfg.silos, cfg.silos)
+    else:
+        target = PrivacyTarget(cfg.epsilon, cfg.delta)
+        for i, df in enumerate(silo_frames):
+            sets.append(family.fit(df, s, target, gen_cfg, seed=seed * 100 + i))
+            if progress:
+                progress("generators", i + 1, cfg.silos)
     timing["generators_total_s"] = time.perf_counter() - t0
     timing["generators_per_silo_s"] = timing["generators_total_s"] / cfg.silos
     artifact_bytes = [sum(len(c) + len(w) for c, w in map(to_artifact, gs.generators)) for gs in sets]
     t0 = time.perf_counter()
     pool = GeneratorPool(s, exchange(sets))
     timing["exchange_s"] = time.perf_counter() - t0
+    if is_federation_family(family) and cfg.central_floor:
+        # the floor: the same mechanism on the pooled rows in one place (no federation overhead)
+        t0 = time.perf_counter()
+        pooled_rows = pd.concat(silo_frames, ignore_index=True)
+        central = GeneratorPool(s, family.fit(pooled_rows, s, fed_target, gen_cfg, seed=seed).generators)
+        c_model = fit_logreg(s, central.sample(cfg.synthetic_rows, seed=seed * 1000 + 999), seed=seed)
+        y_t = test[s.target].astype(str).to_numpy()
+        extra["central_synthetic_test"] = score(
+            y_t, predict(c_model, s, test), list(s.classes), bench.positive
+        )
+        timing["central_floor_s"] = time.perf_counter() - t0
 
     # 2. FedAvg over the silos' private data (public-schema encoding)
     t0 = time.perf_counter()
@@ -236,6 +263,8 @@ def run_seed(
         "generators": sum(len(gs.cards) for gs in sets),
         "artifact_bytes_per_silo": float(np.mean(artifact_bytes)),
         "skipped_classes": [m for gs in sets for m in gs.skipped],
+        "scope": "federation" if is_federation_family(family) else "silo",
+        **extra,
         "fedavg_rounds": fed.rounds,
         "fedavg_bytes_per_client_per_round": fed.bytes_per_client_per_round,
         "timing": timing,

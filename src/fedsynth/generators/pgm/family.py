@@ -311,7 +311,7 @@ class PGMFamily:
         pots = {q: np.ascontiguousarray(res.model.potentials[q], dtype=np.float64) for q in cliques}
         tensors = {tensor_name(i): pots[q] for i, q in enumerate(cliques)}
         card = make_card(
-            KIND, spec, schema, None, claim, tensors, structure=structure_of(dom, schema, cliques)
+            self.kind, spec, schema, None, claim, tensors, structure=structure_of(dom, schema, cliques)
         )
         if len(card.to_json()) > MAX_CARD_BYTES:
             raise SpecError(f"the card would exceed {MAX_CARD_BYTES} bytes: use fewer rounds or columns")
@@ -320,7 +320,7 @@ class PGMFamily:
         rep = FitReport(None, n, time.perf_counter() - t0, claim)
         if on_fit:
             on_fit(rep)
-        return GeneratorSet(schema, KIND, [gen], [rep])
+        return GeneratorSet(schema, self.kind, [gen], [rep])
 
 
 FAMILY = PGMFamily()
