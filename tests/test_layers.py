@@ -22,8 +22,9 @@ LAYERS: dict[str, int] = {
     "federated": 5,  # Flower apps (thin adapters)
     "audit": 5,  # privacy audits, poisoning screen
     "exchange": 5,  # the hub and its client (thin adapters)
-    "evaluation": 6,  # experiments, metrics, baselines
-    "cli": 7,  # parse, call, print
+    "rounds": 6,  # federation rounds: the hub's round API + a Flower run (coordinator)
+    "evaluation": 7,  # experiments, metrics, baselines
+    "cli": 8,  # parse, call, print
 }
 
 

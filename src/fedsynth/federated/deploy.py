@@ -114,6 +114,8 @@ class LocalDeployment:
     tls: bool = True
     node_auth: bool = True
     connection: str = "fedsynth-local"
+    # extra ``--node-config`` entries per node (e.g. "data-path=/silo3.csv"), appended to its ids
+    node_configs: list[str] | None = None
     procs: list[subprocess.Popen] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -175,7 +177,8 @@ class LocalDeployment:
                 _bin("flower-supernode"),
                 "--superlink", f"{HOST}:{self.port}",
                 "--port", str(free_port()),
-                "--node-config", f"partition-id={i} num-partitions={self.num_nodes}",
+                "--node-config", f"partition-id={i} num-partitions={self.num_nodes}"
+                + (f" {self.node_configs[i]}" if self.node_configs else ""),
             ]  # fmt: skip
             node += ["--root-certificates", str(self.tls_files["ca"])] if self.tls else ["--insecure"]
             if self.node_auth:
