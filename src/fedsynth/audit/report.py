@@ -90,8 +90,10 @@ class AuditReport:
         eps = "none (non-private)" if self.claimed_epsilon is None else f"{self.claimed_epsilon:.3g}"
         fam = f" of {self.family}" if self.family else ""
         t = Table(title=f"privacy audit{fam} — claimed ε = {eps}, δ = {self.claimed_delta:.1e}")
+        # Eight short columns: with the CLI's compact style they fit 80 columns; no_wrap keeps each
+        # value (a null band "0.46–0.54", a verdict) whole.
         for col in ("check", "n", "value", "null 95%", "TPR@1%", "@0.1%", "ε ≥", "ok"):
-            t.add_column(col, no_wrap=True)
+            t.add_column(col, no_wrap=True, justify="left" if col in ("check", "n", "ok") else "right")
         d = self.membership.dcr
         band = f"{d.band[0]:.2f}–{d.band[1]:.2f}"
         t.add_row("DCR share", str(d.n_synthetic), f"{d.share:.3f}", band, "", "", "", _ok(d.inside_band))

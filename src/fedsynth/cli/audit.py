@@ -12,7 +12,8 @@ from typing import Annotated, Any
 import typer
 
 from fedsynth.cli.app import app
-from fedsynth.cli.common import console, out, refuse_existing, user_errors, write_json
+from fedsynth.cli.common import console, refuse_existing, user_errors, write_json
+from fedsynth.cli.tables import out, print_table
 
 
 def _quiet() -> None:
@@ -170,7 +171,7 @@ def audit_cmd(
             n_targets=targets,
             seed=seed,
         )
-        out.print(rep.table(), width=max(out.width, 112))  # keep the table readable in logs/pipes
+        print_table(rep.table())
         if json_out is not None:
             write_json(json_out, rep.to_dict())
             console.print(f"report written to {json_out}")
@@ -182,7 +183,10 @@ def audit_cmd(
                 f"[bold green]PASS[/] — no check exceeds its null band or the claimed ε ({rep.seconds:.0f} s)"
             )
         else:
-            out.print("[bold red]FAIL[/] — " + "; ".join(rep.failures()))
+            fails = rep.failures()
+            out.print(f"[bold red]FAIL[/] — {len(fails)} check{'s' if len(fails) > 1 else ''} failed:")
+            for f in fails:  # one line each: one joined sentence would wrap inside numbers
+                out.print(f"  - {f}", highlight=False)
             if not no_fail_exit:
                 raise typer.Exit(code=1)
 

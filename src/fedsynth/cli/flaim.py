@@ -8,9 +8,11 @@ from typing import Any
 
 import numpy as np
 import typer
+from rich.table import Table
 
 from fedsynth.cli.app import bench_app, flaim_app
-from fedsynth.cli.common import console, out, user_errors, write_atomic, write_json
+from fedsynth.cli.common import console, user_errors, write_atomic, write_json
+from fedsynth.cli.tables import new_table, out, print_table
 
 METHOD_HELP = (
     "aim | aim-adaptive | distaim | naive | aug-oracle | aug-private | flaim-sa | flaim-ta | flaim-da (ours)"
@@ -119,7 +121,9 @@ def _fmt(vals: list[float], digits: int = 3) -> str:
 def bench_cmd(
     dataset: str = typer.Option("adult", "--dataset"),
     methods: list[str] = typer.Option(
-        ["aim", "distaim", "naive", "aug-oracle", "aug-private", "flaim-sa"], "--methods", help=METHOD_HELP
+        ["aim", "distaim", "naive", "aug-oracle", "aug-private", "flaim-sa", "flaim-da"],
+        "--methods",
+        help=METHOD_HELP,
     ),
     epsilons: list[float] = typer.Option([1.0, 3.0], "--epsilons"),
     seeds: int = typer.Option(3, "--seeds", help="number of seeds (first-seed .. first-seed+S-1)"),
@@ -238,43 +242,45 @@ def _doc(
     }
 
 
-def _print_table(results: list[dict[str, Any]], rounds: int) -> None:
-    from rich.table import Table
-
-    t = Table(title="FLAIM benchmark (mean ± sd over seeds)")
-    for c in (
-        "method",
-        "ε",
-        "L1",
-        "NLL",
-        "AUC",
-        "client KB sent",
-        "client KB recv",
-        "seconds",
-        "peak RSS MB",
-    ):
-        t.add_column(c)
+def _tables(results: list[dict[str, Any]], rounds: int) -> list[Table]:
+    """Utility and cost, one row per (method, ε) each: nine "mean ± sd" columns in one table would
+    not fit 80 columns."""
     keys = sorted(
         {(r["method"], r["epsilon"]) for r in results if r["rounds"] == rounds}, key=lambda k: (k[1], k[0])
     )
+    seeds = len({r["seed"] for r in results})
+    over = f"mean ± sd over {seeds} seed{'s' if seeds != 1 else ''}"
+    util = new_table(
+        f"FLAIM benchmark: utility ({over}, T = {rounds})",
+        ["method", ("ε", "right"), ("L1", "right"), ("NLL", "right"), ("AUC", "right")],
+        caption="L1, NLL: lower is better; AUC: GBDT trained on synthetic rows",
+    )
+    cost = new_table(
+        f"FLAIM benchmark: cost per participating client ({over})",
+        ["method", ("ε", "right"), ("KB sent", "right"), ("KB recv", "right"), ("seconds", "right"),
+         ("peak RSS MB", "right")],
+    )  # fmt: skip
     for mth, e in keys:
         rs = [r for r in results if r["method"] == mth and r["epsilon"] == e and r["rounds"] == rounds]
 
         def col(k: str, rs: list[dict[str, Any]] = rs) -> list[float]:
             return [r[k] for r in rs]
 
-        t.add_row(
+        util.add_row(mth, f"{e:g}", _fmt(col("l1")), _fmt(col("nll"), 2), _fmt(col("auc")))
+        cost.add_row(
             mth,
             f"{e:g}",
-            _fmt(col("l1")),
-            _fmt(col("nll"), 2),
-            _fmt(col("auc")),
             _fmt([x / 1e3 for x in col("client_bytes_sent")], 2),
             _fmt([x / 1e3 for x in col("client_bytes_received")], 2),
             _fmt(col("seconds"), 1),
             f"{max(col('peak_rss_mb')):.0f}",
         )
-    out.print(t)
+    return [util, cost]
+
+
+def _print_table(results: list[dict[str, Any]], rounds: int) -> None:
+    for t in _tables(results, rounds):
+        print_table(t)
 
 
 def _plots(results: list[dict[str, Any]], folder: Path, rounds: int, dataset: str) -> None:

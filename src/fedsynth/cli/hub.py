@@ -3,19 +3,80 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
+from rich.console import Console, RenderableType
+from rich.table import Table
 
 from fedsynth.cli.app import app, hub_app
-from fedsynth.cli.common import console, out, progress, refuse_existing, user_errors, write_atomic
+from fedsynth.cli.common import console, progress, refuse_existing, user_errors, write_atomic
 from fedsynth.cli.sgde import DEFAULT_GENERATOR
+from fedsynth.cli.tables import new_table, out, print_table
 from fedsynth.exchange.server import ADMIN_TOKEN_ENV
+
+if TYPE_CHECKING:
+    from fedsynth.audit.poison import PoolScreen
 
 HUB_HELP = "Hub base URL, e.g. https://hub.example.org:8765"
 TOKEN_ENV = "FEDSYNTH_HUB_TOKEN"
+
+
+def _origin(source: str) -> str:
+    """The silo of a pulled generator (``URL#federation/silo/id``), else its set folder's name."""
+    if "#" in source:
+        parts = source.rsplit("#", 1)[1].split("/")
+        if len(parts) >= 3:
+            return parts[1]
+    p = Path(source)
+    return p.parent.name or p.name
+
+
+def screen_report(screen: PoolScreen) -> list[RenderableType]:
+    """The pull-time screen as printed: a table of short scores, one row per (generator, class),
+    then for each dropped generator its source and reasons, one per line. Sources, reasons and
+    cell names are too long for a table cell at 80 columns."""
+    n = len(screen.kept) + len(screen.dropped)
+    t = new_table(
+        f"pool screen: kept {len(screen.kept)} of {n} generators",
+        ["#", "silo", "class", ("label", "right"), ("pool TV", "right"), ("rare cell", "right"),
+         ("own TV", "right"), ("col z", "right"), "verdict"],
+        caption="label: own model's P(class); rare cell: excess share; col z: worst column",
+    )  # fmt: skip
+
+    def f(x: float, spec: str) -> str:  # NaN: the generator could not be sampled (reason below)
+        return "–" if math.isnan(x) else format(x, spec)
+
+    for sc in screen.scores:
+        t.add_row(
+            str(sc.index),
+            _origin(sc.source),
+            sc.class_label,
+            f(sc.label_consistency, ".2f"),
+            f(sc.pool_distance, ".3f"),
+            f(sc.cell_spike, ".1%"),
+            f(sc.own_distance, ".3f"),
+            f(sc.column_z, ".1f"),
+            "[bold red]DROP[/]" if sc.flagged else "[green]keep[/]",
+        )
+    lines: list[RenderableType] = [t]
+    for sc in screen.scores:
+        if sc.flagged:
+            lines.append(f"#{sc.index} dropped (class {sc.class_label}, {sc.source}):")
+            lines += [f"  - {r}" for r in sc.reasons]
+    return lines
+
+
+def print_screen(screen: PoolScreen, to: Console | None = None) -> None:
+    c = to if to is not None else out
+    for r in screen_report(screen):
+        if isinstance(r, Table):
+            print_table(r, c)
+        else:  # soft wrap: a long source URL stays one line in a log (a TTY wraps it for display)
+            c.print(r, soft_wrap=True, highlight=False)
 
 
 def _verify(ca_cert: Path | None) -> bool | str:
@@ -315,7 +376,7 @@ def pull_cmd(
                 screener = PoolScreener(validate_frame(load_table(screen_data), req.schema), req.schema)
                 gens = screener(gens)
                 assert screener.last is not None
-                out.print(screener.last.table())
+                print_screen(screener.last)
             frame = GeneratorPool(req.schema, gens).sample(rows, seed=seed)
             write_atomic(out_path, frame.to_csv(index=False))
         silos = sorted({e.silo for e in entries})

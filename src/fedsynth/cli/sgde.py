@@ -17,7 +17,6 @@ from rich.table import Table
 from fedsynth.cli.app import app, bench_app, data_app
 from fedsynth.cli.common import (
     console,
-    out,
     progress,
     refuse_existing,
     user_errors,
@@ -25,6 +24,8 @@ from fedsynth.cli.common import (
     write_atomic,
     write_json,
 )
+from fedsynth.cli.tables import Col, new_table, out, print_table
+from fedsynth.evaluation.plots import METRIC_LABELS, ordered_scenarios, scenario_label, sgde_bars
 from fedsynth.generators import DEFAULT_FAMILY
 from fedsynth.privacy.target import check_epsilon_delta
 
@@ -64,25 +65,39 @@ GENERATOR_HELP = "generator family: vae, gan, pgm, diffusion (or a kind such as 
 
 
 def claims_table(title: str, reports: list[Any]) -> Table:
-    """One row per fitted generator: rows, the accountant's (ε, δ) and the parameters behind it."""
-    t = Table(title=title)
-    for col in ("class", "rows", "ε (accountant)", "δ", "mechanism", "parameters", "seconds"):
-        t.add_column(col)
+    """One row per fitted generator: rows, the accountant's (ε, δ) and the parameters behind it.
+
+    Each mechanism parameter is its own column (only those some generator has), so no cell
+    holds a long "σ=… q=… steps=…" string that would not fit 80 columns.
+    """
+    params: list[dict[str, str]] = []
     for r in reports:
         c = r.claim
         if c.mechanism == "dp-sgd":
-            params = f"σ={c.noise_multiplier:.3f} q={c.sample_rate:.4f} steps={c.steps}"
+            params.append(
+                {"σ": f"{c.noise_multiplier:.3f}", "q": f"{c.sample_rate:.4f}", "steps": str(c.steps)}
+            )
         elif c.mechanism == "zcdp":
-            params = f"ρ={c.rho:.4g} σ={c.sigma:.3g} T={c.selections}"
+            params.append({"ρ": f"{c.rho:.4g}", "σ": f"{c.sigma:.3g}", "T": str(c.selections)})
         else:
-            params = ""
+            params.append({})
+    keys = [k for k in ("ρ", "σ", "q", "steps", "T") if any(k in p for p in params)]
+    cols: list[Col] = ["class", ("rows", "right"), ("ε", "right"), ("δ", "right"), "mechanism"]
+    cols += [(k, "right") for k in keys]
+    t = new_table(
+        title,
+        [*cols, ("seconds", "right")],
+        caption="ε, δ: each generator's privacy accountant",
+    )
+    for r, p in zip(reports, params, strict=True):
+        c = r.claim
         t.add_row(
             str(r.class_label or "(all)"),
             str(r.n_rows),
             f"{c.epsilon:.4f}",
             f"{c.delta:.2g}",
             c.mechanism,
-            params,
+            *(p.get(k, "") for k in keys),
             f"{r.seconds:.1f}",
         )
     return t
@@ -102,27 +117,47 @@ def _quiet() -> None:
     threadpool_limits(threads)
 
 
+#: One line per scenario under the results table (the plain names are shared with the PNG).
+SCENARIO_LEGEND: dict[str, str] = {
+    "local": "the silo's own rows only",
+    "federated": "logistic regression, FedAvg over all silos' rows",
+    "synthetic": "pool samples only, shifted to the silo's class prior",
+    "synthetic_balanced": "as Synthetic, no prior shift: the paper's protocol",
+    "local_plus_synthetic": "own rows + the synthetic model's log-odds (stacking)",
+    "local_plus_synthetic_rows": "own rows + synthetic rows in the silo's class mix",
+    "pooled_real": "all silos' real rows pooled (non-private ceiling)",
+}
+PAPER_ROW = "  paper (Table I)"
+
+
 def _results_table(title: str, res: dict[str, Any], evaluation: str, paper: dict[str, Any] | None) -> Table:
-    t = Table(title=title)
-    t.add_column("scenario")
-    for m in ("accuracy", "f1", "auc"):
-        t.add_column(m.upper() if m == "auc" else m.capitalize(), justify="right")
-    if paper:
-        t.add_column("paper (Acc / F1 / AUC)", justify="right", style="dim")
-    for sc, v in res["scenarios"].items():
-        row = [sc.replace("_", " ")]
-        for m in ("accuracy", "f1", "auc"):
+    """Scenario rows × Accuracy / F1 / AUC (mean ± sd over seeds). The paper's numbers, when shown,
+    are a dim row under the scenario they belong to: a fourth column would not fit 80 columns."""
+    t = new_table(title, ["scenario", *((METRIC_LABELS[m], "right") for m in METRIC_LABELS)])
+    for sc in ordered_scenarios(list(res["scenarios"])):
+        v = res["scenarios"][sc]
+        row = [scenario_label(sc)]
+        for m in METRIC_LABELS:
             sd = res["scenarios_sd"][sc][evaluation][m]
             row.append(f"{v[evaluation][m]:.2f}" + (f" ± {sd:.2f}" if res["seeds"] > 1 else ""))
-        if paper:
-            p = paper.get(sc)
-            row.append(
-                " / ".join(f"{p[m]:.2f}" for m in ("accuracy", "f1", "auc"))
-                if p and evaluation == "local_eval"
-                else ""
-            )
         t.add_row(*row)
+        p = paper.get(sc) if paper and evaluation == "local_eval" else None
+        if p:
+            t.add_row(PAPER_ROW, *(f"{p[m]:.2f}" for m in METRIC_LABELS), style="dim")
     return t
+
+
+def _legend(scenarios: list[str], paper: bool) -> list[str]:
+    """What each scenario is, one line each; the descriptions are short enough for 80 columns."""
+    rows = [
+        (scenario_label(sc), SCENARIO_LEGEND[sc])
+        for sc in ordered_scenarios(scenarios)
+        if sc in SCENARIO_LEGEND
+    ]
+    if paper:
+        rows.append((PAPER_ROW.strip(), "the SGDE paper's Table I, for comparison"))
+    w = max((len(name) for name, _ in rows), default=0)
+    return [f"{name:<{w}}  {desc}" for name, desc in rows]
 
 
 def _run_sgde(
@@ -245,18 +280,21 @@ def _print_result(res: dict[str, Any]) -> None:
         ("local_eval", "evaluated on local data (Table I)"),
         ("test_eval", "evaluated on the test split (Table III)"),
     ):
-        out.print(_results_table(f"{res['dataset']} — {res['silos']} silos, {name}", res, ev, paper))
+        print_table(_results_table(f"{res['dataset']} — {res['silos']} silos, {name}", res, ev, paper))
+    for line in _legend(list(res["scenarios"]), paper is not None):
+        out.print(line, highlight=False)
     comm = res["per_seed"][0].get("communication")
     if comm:
         out.print(
             f"exchange via hub: {comm['hub_bytes_pushed_per_silo'] / 1e3:.1f} KB pushed and "
             f"{comm['hub_bytes_pulled_per_silo'] / 1e3:.1f} KB pulled per silo"
         )
+    # two short lines rather than one that wraps somewhere inside "max ε spent = …"
+    family = res.get("generator", "dp-vae/1")
+    out.print(f"generator family {family}; privacy: every generator (ε, δ) from its accountant")
     out.print(
-        f"generator family {res.get('generator', 'dp-vae/1')}; "
-        "privacy: every generator (ε, δ) from its accountant; "
-        f"max ε spent = {res['epsilon_spent_max']:.4f}, "
-        f"max δ = {res['delta']:.2g}; wall time {res['timing']['total_s']:.1f} s"
+        f"max ε spent = {res['epsilon_spent_max']:.4f}, max δ = {res['delta']:.2g}; "
+        f"wall time {res['timing']['total_s']:.1f} s"
     )
 
 
@@ -329,7 +367,12 @@ def bench_sgde(
         _print_result(res)
         if json_out:
             write_json(json_out, res)
-            out.print(f"wrote {json_out}")
+            png = sgde_bars(
+                res,
+                json_out.with_suffix(".png"),
+                f"{dataset}: {silos} silos, ε = {epsilon:g}, {res['generator']}, split {split}",
+            )
+            out.print(f"wrote {json_out} and {png}")
 
 
 @app.command("train-generators")
@@ -395,7 +438,7 @@ def train_generators(
         for msg in gs.skipped:
             warn(msg)
         gs.save(str(out_dir))
-        out.print(claims_table(f"{family.kind} generators written to {out_dir}", gs.reports))
+        print_table(claims_table(f"{family.kind} generators written to {out_dir}", gs.reports))
         out.print(
             f"silo ε (max over classes{', + DP schema' if schema.source == 'dp' else ''}): "
             f"{total_epsilon(schema, gs.epsilon):.4f}"
