@@ -4,7 +4,9 @@
 * :class:`HubExchange` — the real protocol: a hub process on 127.0.0.1 (SQLite by default), one
   registered silo per partition; every silo subscribes, pushes its generator set over HTTP and
   pulls the pool back (hash-verified, spec-checked). Bytes pushed and pulled per silo are
-  counted from the HTTP bodies.
+  counted from the HTTP bodies. For a federation-level family, :meth:`HubExchange.federate` runs
+  the round instead: the admin opens it, every silo joins (budget checked first), the fit runs on
+  Flower (in-process SuperNodes, SecAgg+) and the artifact lands in the pool; every silo pulls it.
 """
 
 from __future__ import annotations
@@ -54,6 +56,36 @@ class HubExchange:
         if len(hashes) != 1:
             raise RuntimeError("silos pulled different pools from the hub")
         return pools[0]
+
+    def federate(
+        self, family: Any, frames: list[Any], schema: Schema, target: Any, config: Any, seed: int
+    ) -> tuple[list[Generator], dict[str, Any]]:
+        """One federation round through the hub (see the module docstring); returns the pool every
+        silo pulled and the round's report."""
+        from fedsynth.exchange.client import HubAdmin, HubClient
+        from fedsynth.rounds.coordinator import join, run_round
+
+        names = [f"silo-{i:02d}" for i in range(len(frames))]
+        with HubAdmin(self.url, self.admin_token) as admin:
+            info = admin.open_round(
+                self.federation, family.name, epsilon=target.epsilon, delta=target.delta,
+                min_silos=2, deadline_s=3600, spec=family.spec_for(schema, config).to_dict(),
+            )  # fmt: skip
+            clients = [HubClient(self.url, t) for t in self.tokens]
+            try:
+                for c, df in zip(clients, frames, strict=True):
+                    join(c, info.id, df)
+                by_name = dict(zip(names, frames, strict=True))
+                out = run_round(admin, self.federation, info.id, by_name, seed=seed)
+                pools = []
+                for c in clients:
+                    before = c.bytes_received
+                    pools.append(c.pull())
+                    self.bytes_pulled.append(c.bytes_received - before)
+            finally:
+                for c in clients:
+                    c.close()
+        return pools[0], out.report
 
 
 @contextmanager

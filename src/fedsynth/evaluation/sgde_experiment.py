@@ -156,9 +156,14 @@ def run_seed(
         # δ for the whole federation: the SGDE rule on the total rows (the benchmark knows N; in
         # a deployment the admin sets the round's δ)
         fed_target = PrivacyTarget(cfg.epsilon, cfg.delta or default_delta(sum(map(len, silo_frames))))
-        gset, rep = fit_federation(family, silo_frames, s, fed_target, gen_cfg, seed=seed)  # type: ignore[arg-type]
-        sets.append(gset)
-        extra["round"] = rep.to_dict()
+        federate = getattr(exchange, "federate", None)
+        if federate is not None:  # through a hub's round API and Flower
+            fed_gens, extra["round"] = federate(family, silo_frames, s, fed_target, gen_cfg, seed)
+            sets.append(GeneratorSet(s, family.kind, fed_gens))
+        else:
+            gset, rep = fit_federation(family, silo_frames, s, fed_target, gen_cfg, seed=seed)  # type: ignore[arg-type]
+            sets.append(gset)
+            extra["round"] = rep.to_dict()
         if progress:
             progress("generators", cfg.silos, cfg.silos)
     else:
@@ -171,7 +176,8 @@ def run_seed(
     timing["generators_per_silo_s"] = timing["generators_total_s"] / cfg.silos
     artifact_bytes = [sum(len(c) + len(w) for c, w in map(to_artifact, gs.generators)) for gs in sets]
     t0 = time.perf_counter()
-    pool = GeneratorPool(s, exchange(sets))
+    fed_pulled = is_federation_family(family) and getattr(exchange, "federate", None) is not None
+    pool = GeneratorPool(s, sets[0].generators if fed_pulled else exchange(sets))
     timing["exchange_s"] = time.perf_counter() - t0
     if is_federation_family(family) and cfg.central_floor:
         # the floor: the same mechanism on the pooled rows in one place (no federation overhead)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import ipaddress
+import json
 import os
 import shutil
 import signal
@@ -260,7 +261,8 @@ def write_app(folder: Path, serverapp: str, clientapp: str, config: dict[str, ob
     def toml(v: object) -> str:
         if isinstance(v, bool):
             return "true" if v else "false"
-        return f'"{v}"' if isinstance(v, str) else str(v)
+        # a JSON string literal is a valid TOML basic string (quotes and backslashes escaped)
+        return json.dumps(v) if isinstance(v, str) else str(v)
 
     cfg = "\n".join(f"{k} = {toml(v)}" for k, v in config.items())
     (folder / "pyproject.toml").write_text(
