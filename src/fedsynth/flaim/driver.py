@@ -46,6 +46,7 @@ class SteppedMethod(Protocol[S]):
 
     def server_step(self, state: S, plan: Plan, sums: dict[str, np.ndarray]) -> S: ...
 
+
 # (plan, senders) -> {key: sum over the senders' vectors for that key}
 Exchange = Callable[[Plan, list[int]], dict[str, np.ndarray]]
 # round -> the clients sampled for it (called once per round, in round order)
