@@ -4,14 +4,22 @@ The silo client never trusts the hub blindly: every downloaded card must hash to
 ``card_sha256``, every weight file to the card's ``weights_sha256``, and each artifact goes through
 the same :func:`fedsynth.generators.io.from_artifact` checks the hub ran on push (family accepted,
 spec equal to the federation's, tensors fitting it, a finite in-domain fixed batch) before it is
-sampled.
+sampled. A federation round's generator (no single silo: ``PoolEntry.silo`` is ``None``,
+``scope == "federation"``) is verified against the spec its round announced.
+
+Rounds: :class:`HubAdmin` opens, starts, posts the result of and aborts them; a silo's
+:class:`HubClient` joins (the hub reserves the round's ε before the silo reads any data),
+withdraws and reads them. Every answer is a :class:`RoundInfo`.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,8 +27,13 @@ import httpx
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard
 from fedsynth.data.schema import Schema
 from fedsynth.exchange.protocol import Requirements
+from fedsynth.exchange.rounds_protocol import RoundInfo, RoundMember
 from fedsynth.generators.base import Generator, GeneratorSet
-from fedsynth.generators.io import from_artifact, to_artifact
+from fedsynth.generators.io import from_artifact, read_generator_set, to_artifact
+
+#: What a round result can be posted as: a set, its generators, ``(card bytes, weights bytes)``
+#: pairs, or a generator-set folder on disk (``GeneratorSet.save``).
+ResultArtifacts = GeneratorSet | Sequence[Generator] | Sequence[tuple[bytes, bytes]] | str | Path
 
 
 class HubError(RuntimeError):
@@ -35,7 +48,7 @@ class HubError(RuntimeError):
 @dataclass(frozen=True)
 class PoolEntry:
     id: int
-    silo: str
+    silo: str | None  # None: a federation round's generator (see round_id)
     family: str
     class_label: str | None  # None: a joint model
     epsilon: float
@@ -46,11 +59,19 @@ class PoolEntry:
     weights_sha256: str
     card_sha256: str
     push_id: int
+    scope: str = "silo"  # "federation": fitted by a round across silos
+    round_id: int | None = None
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> PoolEntry:
-        d = {"family": "dp-vae/1", **d}  # hubs before families listed decoders only
+        # hubs before families listed decoders only; hubs before rounds had per-silo entries only
+        d = {"family": "dp-vae/1", "scope": "silo", "round_id": None, **d}
         return PoolEntry(**{k: d[k] for k in PoolEntry.__dataclass_fields__})
+
+    @property
+    def owner(self) -> str:
+        """Who released it: the silo, or ``round-<id>`` for a federation round's generator."""
+        return self.silo if self.silo is not None else f"round-{self.round_id}"
 
 
 @dataclass(frozen=True)
@@ -62,6 +83,22 @@ class PushResult:
     generators: int
     bytes: int
     duplicate: bool
+
+
+def _artifact_files(items: ResultArtifacts) -> list[tuple[str, tuple[str, bytes, str]]]:
+    """The multipart ``cards`` / ``weights`` files of a push or a round result."""
+    if isinstance(items, str | Path):
+        _schema, gens = read_generator_set(items)
+        pairs = [to_artifact(g) for g in gens]
+    elif isinstance(items, GeneratorSet):
+        pairs = [to_artifact(g) for g in items.generators]
+    else:
+        pairs = [x if isinstance(x, tuple) else to_artifact(x) for x in items]
+    files: list[tuple[str, tuple[str, bytes, str]]] = []
+    for i, (card_b, w) in enumerate(pairs):
+        files.append(("cards", (f"gen-{i}.json", card_b, "application/json")))
+        files.append(("weights", (f"gen-{i}.safetensors", w, "application/octet-stream")))
+    return files
 
 
 def _check(r: httpx.Response) -> httpx.Response:
@@ -148,6 +185,81 @@ class HubAdmin(_Base):
     def pool(self, federation: str) -> list[PoolEntry]:
         return [PoolEntry.from_dict(d) for d in self._req("GET", f"/v1/federations/{federation}/pool").json()]
 
+    # ------------------------------------------------------------ federation rounds
+    def open_round(
+        self,
+        federation: str,
+        family: str,
+        *,
+        epsilon: float,
+        delta: float,
+        min_silos: int = 2,
+        deadline_s: float | None = None,
+        deadline: datetime | None = None,
+        spec: dict[str, Any] | None = None,
+    ) -> RoundInfo:
+        """Open a round (one open or running round per federation: a second is a 409). Give
+        ``deadline_s`` (seconds from now) or ``deadline`` (aware datetime); ``spec`` defaults to the
+        family's default spec for the federation's schema."""
+        body: dict[str, Any] = {"family": family, "epsilon": epsilon, "delta": delta, "min_silos": min_silos}
+        if deadline_s is not None:
+            body["deadline_s"] = deadline_s
+        if deadline is not None:
+            body["deadline"] = deadline.isoformat()
+        if spec is not None:
+            body["spec"] = spec
+        return RoundInfo.from_dict(
+            self._req("POST", f"/v1/federations/{federation}/rounds", json=body).json()
+        )
+
+    def round(self, federation: str, round_id: int) -> RoundInfo:
+        return RoundInfo.from_dict(self._req("GET", f"/v1/federations/{federation}/rounds/{round_id}").json())
+
+    def rounds(self, federation: str, limit: int = 20) -> list[RoundInfo]:
+        """The federation's rounds, newest first."""
+        r = self._req("GET", f"/v1/federations/{federation}/rounds", params={"limit": limit})
+        return [RoundInfo.from_dict(d) for d in r.json()]
+
+    def start_round(self, federation: str, round_id: int) -> RoundInfo:
+        """Open → running (partition ids 0..K-1 in join order); with fewer than ``min_silos``
+        members the hub expires the round instead and answers 409 (:class:`HubError`)."""
+        path = f"/v1/federations/{federation}/rounds/{round_id}/start"
+        return RoundInfo.from_dict(self._req("POST", path).json())
+
+    def post_round_result(
+        self,
+        federation: str,
+        round_id: int,
+        generators: ResultArtifacts,
+        contributors: Sequence[int | str],
+        report: dict[str, Any] | None = None,
+    ) -> RoundInfo:
+        """Post a running round's fitted generator(s) with the contributing members (partition
+        ids, or silo names that are mapped to theirs) and the runner's optional report. The hub
+        checks everything a push gets checked for, then stores the result and charges every
+        contributor in one transaction."""
+        pids: list[int] = []
+        if any(isinstance(c, str) for c in contributors):
+            by_name = {m.silo: m.partition_id for m in self.round(federation, round_id).members}
+            for c in contributors:
+                pid = by_name.get(c) if isinstance(c, str) else c
+                if pid is None:
+                    raise ValueError(f"{c!r} is not a started member of round {round_id}")
+                pids.append(pid)
+        else:
+            pids = [int(c) for c in contributors]
+        data = {"contributors": json.dumps(pids)}
+        if report is not None:
+            data["report"] = json.dumps(report, allow_nan=False)
+        path = f"/v1/federations/{federation}/rounds/{round_id}/result"
+        r = self._req("POST", path, files=_artifact_files(generators), data=data)
+        return RoundInfo.from_dict(r.json())
+
+    def abort_round(self, federation: str, round_id: int, reason: str = "") -> RoundInfo:
+        """Open or running → aborted: every reservation released, nothing charged."""
+        path = f"/v1/federations/{federation}/rounds/{round_id}/abort"
+        return RoundInfo.from_dict(self._req("POST", path, json={"reason": reason[:500]}).json())
+
 
 class HubClient(_Base):
     """A silo's view of the hub. The federation is found from the token (``/v1/whoami``)."""
@@ -165,6 +277,7 @@ class HubClient(_Base):
         """Fetch the federation's requirements (schema, decoder spec, ε/δ caps, budget)."""
         d = self._req("GET", f"/v1/federations/{self.federation}/requirements").json()
         self.epsilon_spent = float(d.get("epsilon_spent", 0.0))
+        self.epsilon_reserved = float(d.get("epsilon_reserved", 0.0))  # held by a round joined
         self._requirements = Requirements.from_dict(d)
         return self._requirements
 
@@ -175,17 +288,35 @@ class HubClient(_Base):
     def push(self, gset: GeneratorSet | list[Generator]) -> PushResult:
         """Push a :class:`~fedsynth.generators.base.GeneratorSet` (or a list of generators).
         All-or-nothing on the hub; pushing the same content again is a no-op."""
-        gens = gset.generators if isinstance(gset, GeneratorSet) else list(gset)
-        files: list[tuple[str, tuple[str, bytes, str]]] = []
-        for i, g in enumerate(gens):
-            card_b, w = to_artifact(g)
-            files.append(("cards", (f"gen-{i}.json", card_b, "application/json")))
-            files.append(("weights", (f"gen-{i}.safetensors", w, "application/octet-stream")))
-        return self.push_raw(files)
+        return self.push_raw(_artifact_files(gset))
 
     def push_raw(self, files: list[tuple[str, tuple[str, bytes, str]]]) -> PushResult:
         r = self._req("POST", f"/v1/federations/{self.federation}/pushes", files=files)
         return PushResult(**r.json())
+
+    # ------------------------------------------------------------ federation rounds
+    def join_round(self, round_id: int) -> RoundInfo:
+        """Join an open round BEFORE reading any data: the hub refuses (409, :class:`HubError`
+        naming the remaining and the needed ε) when this silo's budget cannot cover the round,
+        and otherwise reserves the round's ε. Joining twice is a no-op. The answer carries the
+        round's family, spec, schema, ε, δ, min_silos, deadline and status."""
+        path = f"/v1/federations/{self.federation}/rounds/{round_id}/join"
+        return RoundInfo.from_dict(self._req("POST", path).json())
+
+    def withdraw(self, round_id: int, reason: str = "") -> RoundInfo:
+        """Leave a round that is still open (e.g. the local data check failed): the reservation is
+        released, nothing is charged."""
+        path = f"/v1/federations/{self.federation}/rounds/{round_id}/withdraw"
+        return RoundInfo.from_dict(self._req("POST", path, json={"reason": reason[:500]}).json())
+
+    def round(self, round_id: int) -> RoundInfo:
+        """A round of this silo's federation (this silo's own partition id once started)."""
+        path = f"/v1/federations/{self.federation}/rounds/{round_id}"
+        return RoundInfo.from_dict(self._req("GET", path).json())
+
+    def rounds(self, limit: int = 20) -> list[RoundInfo]:
+        r = self._req("GET", f"/v1/federations/{self.federation}/rounds", params={"limit": limit})
+        return [RoundInfo.from_dict(d) for d in r.json()]
 
     def list_pool(self, exclude_silos: tuple[str, ...] | list[str] = ()) -> list[PoolEntry]:
         params = [("exclude_silo", s) for s in exclude_silos]
@@ -214,6 +345,7 @@ class HubClient(_Base):
         """Download and verify generators (default: the whole pool minus ``exclude_silos``)."""
         req = self.requirements
         chosen = entries if entries is not None else self.list_pool(exclude_silos)
+        round_specs: dict[int, dict[str, dict[str, Any]]] = {}
         out = []
         for e in chosen:
             card_b, w = self.download(e)
@@ -222,12 +354,31 @@ class HubClient(_Base):
                 card.weights_sha256 != e.weights_sha256
                 or card.class_label != e.class_label
                 or card.family != e.family
+                or card.scope != e.scope
             ):
                 raise ArtifactError(f"generator {e.id}: card disagrees with the pool listing")
-            src = f"{self.base_url}#{self.federation}/{e.silo}/{e.id}"
+            required = req.families
+            if e.round_id is not None:  # a round's generator must fit the spec its round announced
+                if e.round_id not in round_specs:
+                    info = self.round(e.round_id)
+                    round_specs[e.round_id] = {info.family: info.spec}
+                required = round_specs[e.round_id]
+            src = f"{self.base_url}#{self.federation}/{e.owner}/{e.id}"
             try:
-                g = from_artifact(card, w, req.schema, required=req.families, source=src, check=True)
+                g = from_artifact(card, w, req.schema, required=required, source=src, check=True)
             except ArtifactError as err:
-                raise ArtifactError(f"generator {e.id} of {e.silo}: {err}") from None
+                raise ArtifactError(f"generator {e.id} of {e.owner}: {err}") from None
             out.append(g)
         return out
+
+
+__all__ = [
+    "HubAdmin",
+    "HubClient",
+    "HubError",
+    "PoolEntry",
+    "PushResult",
+    "ResultArtifacts",
+    "RoundInfo",
+    "RoundMember",
+]

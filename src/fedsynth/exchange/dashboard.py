@@ -77,13 +77,20 @@ def render_dashboard(sections: list[dict[str, Any]]) -> str:
         parts.append("<h3>Silos</h3>")
         parts.append(
             _table(
-                ["silo", "ε spent", "ε budget", "δ spent", "registered"],
+                ["silo", "ε spent", "ε reserved", "ε budget", "δ spent", "registered"],
                 [
-                    [s["name"], _fmt(s["epsilon_spent"]), _fmt(budget), _fmt(s["delta_spent"]), s["created"]]
+                    [
+                        s["name"],
+                        _fmt(s["epsilon_spent"]),
+                        _fmt(s.get("epsilon_reserved", 0.0)),
+                        _fmt(budget),
+                        _fmt(s["delta_spent"]),
+                        s["created"],
+                    ]
                     for s in sec["silos"]
                 ],
                 "silos",
-                {1, 2, 3},
+                {1, 2, 3, 4},
             )
         )
         parts.append("<h3>Generator pool</h3>")
@@ -93,7 +100,7 @@ def render_dashboard(sections: list[dict[str, Any]]) -> str:
                 [
                     [
                         g["id"],
-                        g["silo"],
+                        g["silo"] if g["silo"] is not None else f"(federation round {g.get('round_id')})",
                         g["family"],
                         g["class_label"] if g["class_label"] is not None else "(joint)",
                         _fmt(g["epsilon"]),
@@ -107,6 +114,28 @@ def render_dashboard(sections: list[dict[str, Any]]) -> str:
                 ],
                 "pool",
                 {0, 3, 4, 7},
+            )
+        )
+        parts.append("<h3>Federation rounds</h3>")
+        parts.append(
+            _table(
+                ["round", "family", "status", "ε", "δ", "min silos", "members", "joins until", "detail"],
+                [
+                    [
+                        r["id"],
+                        r["family"],
+                        r["status"],
+                        _fmt(r["epsilon"]),
+                        _fmt(r["delta"]),
+                        r["min_silos"],
+                        r["members"],
+                        r["deadline"],
+                        r["detail"],
+                    ]
+                    for r in sec.get("rounds", [])
+                ],
+                "rounds",
+                {0, 3, 4, 5, 6},
             )
         )
         parts.append("<h3>Recent audit events</h3>")

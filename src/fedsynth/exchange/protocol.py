@@ -8,7 +8,11 @@
   parameters, tensors that are genuine safetensors fitting the spec (never unpickled), and a fixed
   batch of output that is finite and inside the schema's domain. All of it goes through
   :func:`fedsynth.generators.io.from_artifact`; this module knows no family.
-* :func:`ledger_charge` — the per-silo privacy ledger rule.
+* :func:`family_spec` — the one path from a family name (+ optional spec) to a normalised spec
+  (a missing spec is the family's default for the schema); federations and rounds both use it.
+* :func:`check_caps` — the one ε/δ check against a federation's caps (pushes and rounds).
+* :func:`ledger_charge` / :func:`check_budget` — the per-silo privacy ledger rule; ε reserved by an
+  open round counts as used (spent + reserved + new ≤ budget).
 
 Composition. Within one push, per-class generators are trained on the silo's disjoint class
 subsets, so the set costs max ε and max δ over its cards (parallel composition); a joint model
@@ -27,7 +31,7 @@ from typing import Any
 
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard
 from fedsynth.data.schema import Schema, SchemaError
-from fedsynth.generators.base import UnknownFamilyError, resolve_kind, set_cost
+from fedsynth.generators.base import SpecError, UnknownFamilyError, get_family, resolve_kind, set_cost
 from fedsynth.generators.io import from_artifact, normalise_spec
 from fedsynth.privacy.target import PrivacyParameterError
 
@@ -109,6 +113,27 @@ class Requirements:
             raise ValueError(f"malformed federation requirements: {e}") from None
 
 
+def family_spec(name: Any, spec_d: Any, schema: Schema) -> tuple[str, dict[str, Any]]:
+    """(kind, normalised spec) for a family named by kind or short name; ``spec_d`` ``None`` means
+    the family's default spec for ``schema`` (``family.spec_for(schema, family.default_config())``).
+    Raises :class:`ArtifactError` (unknown family, a spec that does not fit the schema)."""
+    if not isinstance(name, str):
+        raise ArtifactError("the family must be a string (a kind such as 'pgm/1' or a short name)")
+    kind = resolve_kind(name)
+    if spec_d is None:
+        fam = get_family(kind)
+        try:
+            spec_d = fam.spec_for(schema, fam.default_config()).to_dict()
+        except (SpecError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{kind}: its default spec does not fit the schema: {e}") from None
+    try:
+        return kind, normalise_spec(kind, spec_d, schema)
+    except ArtifactError:
+        raise
+    except (TypeError, KeyError, AttributeError, ValueError, OverflowError) as e:  # a hostile spec
+        raise ArtifactError(f"invalid {kind} spec: {type(e).__name__}: {e}") from None
+
+
 def check_requirements(
     schema_d: Any, families_d: Any, max_epsilon: float, max_delta: float, budget: float
 ) -> tuple[Schema, dict[str, dict[str, Any]]]:
@@ -126,8 +151,8 @@ def check_requirements(
         if not isinstance(f, dict) or not isinstance(f.get("kind"), str):
             raise PushRefused(f"families[{i}] must be an object with a string 'kind' and a 'spec'")
         try:
-            kind = resolve_kind(f["kind"])
-            families[kind] = normalise_spec(kind, f.get("spec"), schema)
+            kind, spec = family_spec(f["kind"], f.get("spec"), schema)
+            families[kind] = spec
         except ArtifactError as e:  # unknown family or a spec that does not fit the schema
             raise PushRefused(f"families[{i}]: {e}") from None
     for name, v in (("max_epsilon", max_epsilon), ("silo_epsilon_budget", budget)):
@@ -157,8 +182,27 @@ class ValidatedPush:
     total_bytes: int
 
 
-def validate_generator_set(req: Requirements, items: list[tuple[bytes, bytes]]) -> ValidatedPush:
-    """Check a pushed set of ``(card_json_bytes, safetensors_bytes)`` against the requirements."""
+def check_caps(req: Requirements, epsilon: float, delta: float, where: str) -> None:
+    """The federation's per-generator caps: ε ≤ max ε and δ ≤ max δ (422 naming ``where``)."""
+    if epsilon > req.max_epsilon:
+        raise PushRefused(
+            f"{where}: ε = {epsilon:g} exceeds the federation's cap {req.max_epsilon:g} "
+            "(epsilon > max_epsilon)"
+        )
+    if delta > req.max_delta:
+        raise PushRefused(
+            f"{where}: δ = {delta:g} exceeds the federation's cap {req.max_delta:g} (delta > max_delta)"
+        )
+
+
+def validate_generator_set(
+    req: Requirements, items: list[tuple[bytes, bytes]], *, scope: str = "silo"
+) -> ValidatedPush:
+    """Check a pushed set of ``(card_json_bytes, safetensors_bytes)`` against the requirements.
+
+    ``scope``: what the upload is — a silo's push takes ``"silo"`` cards only, a federation
+    round's result ``"federation"`` cards only (a card may not claim to be something it is not
+    in the pool)."""
     if not items:
         raise PushRefused("a push must contain at least one generator")
     if len(items) > MAX_GENERATORS_PER_PUSH:
@@ -180,17 +224,14 @@ def validate_generator_set(req: Requirements, items: list[tuple[bytes, bytes]]) 
                 f"{where}: unknown generator family {card.family!r}; this federation accepts "
                 f"{', '.join(req.families)}"
             ) from None
+        if card.scope != scope:
+            raise PushRefused(f"{where}: card scope {card.scope!r}, but this upload takes {scope!r} cards")
         key = (kind, card.class_label)
         if key in seen:
             raise PushRefused(f"{where}: two {kind} generators for class {card.class_label!r} in one push")
         seen.add(key)
         # the caps are checked before any tensor is parsed or model built (cheap refusals first)
-        if card.epsilon > req.max_epsilon:
-            raise PushRefused(
-                f"{where}: ε = {card.epsilon:g} exceeds the federation's cap {req.max_epsilon:g}"
-            )
-        if card.delta > req.max_delta:
-            raise PushRefused(f"{where}: δ = {card.delta:g} exceeds the federation's cap {req.max_delta:g}")
+        check_caps(req, card.epsilon, card.delta, where)
         try:
             card.privacy.verify()  # the hub re-derives ε from the claim's parameters
         except PrivacyParameterError as e:
@@ -217,13 +258,21 @@ def validate_generator_set(req: Requirements, items: list[tuple[bytes, bytes]]) 
     )
 
 
-def ledger_charge(spent: float, push_epsilon: float, budget: float) -> float:
-    """New cumulative ε after a push, or :class:`PushRefused` (409) if it would exceed the budget."""
-    new = spent + push_epsilon
-    if new > budget + 1e-12:
+def check_budget(spent: float, reserved: float, need: float, budget: float, what: str) -> None:
+    """409 unless ``spent + reserved + need ≤ budget``: ε held by an open round (``reserved``) is
+    as unavailable as ε already spent, so one budget cannot be promised twice."""
+    left = budget - spent - reserved
+    if need > left + 1e-12:
+        held = f", {reserved:g} reserved by an open round" if reserved > 0 else ""
         raise PushRefused(
-            f"privacy budget exceeded: this silo has spent ε = {spent:g} of {budget:g}; "
-            f"a push of ε = {push_epsilon:g} would take it to {new:g}",
+            f"privacy budget exceeded: this silo has ε = {max(left, 0.0):g} left of {budget:g} "
+            f"(spent {spent:g}{held}); {what} needs ε = {need:g}",
             409,
         )
-    return new
+
+
+def ledger_charge(spent: float, push_epsilon: float, budget: float, reserved: float = 0.0) -> float:
+    """New cumulative ε after a push, or :class:`PushRefused` (409) if spent + reserved + ε would
+    exceed the budget."""
+    check_budget(spent, reserved, push_epsilon, budget, "a push")
+    return spent + push_epsilon

@@ -14,6 +14,7 @@ API (all under ``/v1``; bearer tokens in ``Authorization``):
 ``GET  /v1/federations/{fed}/pool``                         silo    list the pool
 ``GET  /v1/federations/{fed}/generators/{id}/card|weights`` silo    download (Pull)
 ``GET  /dashboard``                                         admin   read-only HTML page
+``/v1/federations/{fed}/rounds[/{rid}[/join|withdraw|...]]`` both    federation rounds (``.rounds``)
 =========================================================  ======  ==================================
 """
 
@@ -27,6 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from fedsynth.exchange.hub.fastlane import cached_download
+from fedsynth.exchange.hub.rounds import rounds
 from fedsynth.exchange.hub.routes import ROUTERS
 from fedsynth.exchange.hub.settings import MEDIA, HubError, HubSettings
 from fedsynth.exchange.hub.state import HubState
@@ -72,7 +74,7 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.add_exception_handler(PushRefused, _refused)  # type: ignore[arg-type]
     # Flat, as `@app.get` would register them: FastAPI 0.138's include_router nests each router
     # (a second route match per request, measured at ~40 µs more per request on the pull route).
-    for router in ROUTERS:
+    for router in (*ROUTERS, rounds):
         app.router.routes.extend(router.routes)
     # added innermost first: a request meets the body cap, the rate limit, the security headers,
     # then the fast lane, and only then FastAPI's routing

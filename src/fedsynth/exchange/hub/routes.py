@@ -153,7 +153,12 @@ def subscribe(hub: Hub, fed: str, c: CallerDep) -> dict[str, Any]:
         with hub.sessions() as s:
             row = s.get(db.Silo, c.silo_id)
             assert row is not None  # the caller authenticated as this silo
-            out.update(silo=c.silo, epsilon_spent=row.epsilon_spent, delta_spent=row.delta_spent)
+            out.update(
+                silo=c.silo,
+                epsilon_spent=row.epsilon_spent,
+                epsilon_reserved=row.epsilon_reserved,  # held by a federation round it joined
+                delta_spent=row.delta_spent,
+            )
         audit(hub.audit, "subscribe", "ok", federation=fed, silo=c.silo)
     return out
 
@@ -192,9 +197,9 @@ def pool(
 ) -> list[dict[str, Any]]:
     fid, _req = member(hub, fed, c, allow_admin=True)
     with hub.sessions() as s:
-        rows = s.execute(
+        rows = s.execute(  # outer join: a federation round's generator has no silo
             select(db.Generator, db.Silo.name)
-            .join(db.Silo, db.Generator.silo_id == db.Silo.id)
+            .outerjoin(db.Silo, db.Generator.silo_id == db.Silo.id)
             .where(db.Generator.federation_id == fid)
             .order_by(db.Generator.id)
         ).all()
@@ -211,14 +216,15 @@ def generator_row(hub: HubState, fid: int, gid: int) -> tuple[db.Generator, str]
     with hub.sessions() as s:
         row = s.execute(
             select(db.Generator, db.Silo.name)
-            .join(db.Silo, db.Generator.silo_id == db.Silo.id)
+            .outerjoin(db.Silo, db.Generator.silo_id == db.Silo.id)
             .where(db.Generator.id == gid, db.Generator.federation_id == fid)
         ).first()
     if row is None:
         raise HubError(404, "no such generator in this federation")
+    owner = row[1] if row[1] is not None else f"round {row[0].round_id}"
     with hub.lock:  # committed generators never change
-        hub.generators[(fid, gid)] = (row[0], row[1])
-    return row[0], row[1]
+        hub.generators[(fid, gid)] = (row[0], owner)
+    return row[0], owner
 
 
 async def download(hub: HubState, fid: int, gid: int, which: str) -> tuple[db.Generator, str, bytes]:
