@@ -18,3 +18,5 @@ app.add_typer(bench_app, name="bench")
 app.add_typer(hub_app, name="hub")
 app.add_typer(flaim_app, name="flaim")
 app.add_typer(data_app, name="data")
+
+import fedsynth.cli.rounds  # noqa: E402, F401  (registers `fedsynth hub open-round ...` on hub_app)
