@@ -121,6 +121,14 @@ def refused(fn, *a: object, **kw: object) -> HubError:  # type: ignore[no-untype
     return e.value
 
 
+def status_of(fn, *a: object) -> int:  # type: ignore[no-untyped-def]
+    try:
+        fn(*a)
+        return 200
+    except HubError as e:
+        return e.status
+
+
 def blobs(hub: RunningHub) -> set[Path]:
     return {p for p in (Path(hub.store_dir) / "blobs").rglob("*") if p.is_file()}
 
@@ -234,6 +242,24 @@ def test_push_counts_the_reservation(admin: HubAdmin) -> None:
     assert ledger(s) == (0.5, 1.0)
     s.withdraw(r.id, reason="local data check failed")  # the reservation is released
     assert ledger(s) == (0.5, 0.0)
+
+
+def test_join_racing_a_push_cannot_overspend(admin: HubAdmin) -> None:
+    """A join (reserve ε = 1) and a push (ε = 1) of one silo at once, budget 1.5: exactly one wins,
+    on either path, and spent + reserved never exceeds the budget."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    for seed in range(3):
+        fed, silos = new_federation(admin, silos=1, budget=1.5)
+        s = silos["s0"]
+        r = open_pgm(admin, fed)
+        gs = make_set(SCHEMA, VAE_SPEC, epsilon=1.0, delta=1e-6, seed=10 + seed)
+
+        with ThreadPoolExecutor(2) as ex:
+            codes = sorted(ex.map(lambda f: status_of(*f), [(s.join_round, r.id), (s.push, gs)]))
+        assert codes == [200, 409], codes
+        spent, reserved = ledger(s)
+        assert spent + reserved == pytest.approx(1.0)
 
 
 # ---------------------------------------------------------------- states
