@@ -267,8 +267,9 @@ def _run_via_hub(bench: Any, cfg: Any, seed: int, cb: Any) -> dict[str, Any]:
         console.print(f"hub running at {ex.url} (SQLite); {cfg.silos} silos registered")
         res = run_seed(bench, cfg, seed, progress=cb, exchange=ex)
     res["communication"] = {
-        "hub_bytes_pushed_per_silo": sum(ex.bytes_pushed) / len(ex.bytes_pushed),
-        "hub_bytes_pulled_per_silo": sum(ex.bytes_pulled) / len(ex.bytes_pulled),
+        # a federation round pushes nothing per silo: its messages are in res["round"]
+        "hub_bytes_pushed_per_silo": sum(ex.bytes_pushed) / max(len(ex.bytes_pushed), 1),
+        "hub_bytes_pulled_per_silo": sum(ex.bytes_pulled) / max(len(ex.bytes_pulled), 1),
     }
     return res
 
@@ -284,7 +285,14 @@ def _print_result(res: dict[str, Any]) -> None:
     for line in _legend(list(res["scenarios"]), paper is not None):
         out.print(line, highlight=False)
     comm = res["per_seed"][0].get("communication")
-    if comm:
+    rnd = res["per_seed"][0].get("round")
+    if rnd:  # a federation-level family: one round of secure sums instead of per-silo pushes
+        out.print(
+            f"federation round: {len(rnd['contributors'])} of {rnd['silos']} silos contributed; "
+            f"{rnd['bytes_sent_per_silo'] / 1e3:.1f} KB sent, {rnd['bytes_received_per_silo'] / 1e3:.1f} KB "
+            f"received per silo; {rnd['seconds']:.1f} s"
+        )
+    if comm and not rnd:
         out.print(
             f"exchange via hub: {comm['hub_bytes_pushed_per_silo'] / 1e3:.1f} KB pushed and "
             f"{comm['hub_bytes_pulled_per_silo'] / 1e3:.1f} KB pulled per silo"
