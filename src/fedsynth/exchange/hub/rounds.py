@@ -33,7 +33,7 @@ from typing import Annotated, Any, NoReturn
 from fastapi import APIRouter, Body, File, Form, Query, UploadFile
 from fastapi import Path as PathParam
 from pydantic import BaseModel, ConfigDict, Field
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError, SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -134,10 +134,18 @@ def _joined(s: Session, rid: int) -> list[db.RoundMember]:
 def expire_due(hub: HubState, fed: str, fid: int) -> None:
     """Expire the federation's open round if its deadline passed with fewer than min_silos."""
     now = db.utcnow()
+    joined = (
+        select(func.count())
+        .where(db.RoundMember.round_id == db.Round.id, db.RoundMember.status == "joined")
+        .scalar_subquery()
+    )
     with hub.sessions() as s:  # read-only first: most calls find nothing due and write nothing
         rid = s.execute(
             select(db.Round.id).where(
-                db.Round.federation_id == fid, db.Round.status == "open", db.Round.deadline <= now
+                db.Round.federation_id == fid,
+                db.Round.status == "open",
+                db.Round.deadline <= now,
+                joined < db.Round.min_silos,
             )
         ).scalar_one_or_none()
     if rid is None:
