@@ -7,6 +7,7 @@ import itertools
 from collections.abc import Iterator
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from flwr.app import Message
 from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Stage
@@ -165,3 +166,45 @@ def test_adult_round_on_a_local_superlink_with_20_supernodes(admin: HubAdmin, tm
     print(
         f"adult round on SuperLink + 20 SuperNodes: {wall:.1f} s wall, report {out.report['seconds']:.1f} s"
     )
+
+
+def test_join_cli_checks_budget_then_data(admin: HubAdmin, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from fedsynth.cli import app
+
+    name = f"fr{next(_names)}"
+    admin.create_federation(
+        name, SCHEMA, {"fed-pgm/1": SPEC}, max_epsilon=1.0, max_delta=1e-4, silo_epsilon_budget=1.5
+    )
+    tok = admin.add_silo(name, "s0")
+    csv = tmp_path / "silo.csv"
+    _silos(1)[0].to_csv(csv, index=False)
+    url = str(admin._http.base_url)
+
+    def join_cli(rid: int, *extra: str) -> tuple[int, str]:
+        res = CliRunner().invoke(app, ["join", "--hub", url, "--round", str(rid), "--token", tok, *extra])
+        return res.exit_code, res.output
+
+    rnd = admin.open_round(name, "fed-pgm", epsilon=1.0, delta=1e-5, min_silos=2, deadline_s=600, spec=SPEC)
+    code, text = join_cli(rnd.id, "--data", str(csv), "--target", "nope")
+    assert code == 2 and "target" in text, text
+    assert admin.round(name, rnd.id).members[0].status == "withdrawn"  # reservation released
+    code, text = join_cli(rnd.id, "--data", str(csv), "--target", "label")
+    assert code == 0 and "joined round" in text, text
+    assert admin.round(name, rnd.id).members[0].status == "joined"
+    admin.abort_round(name, rnd.id)
+    # spend 1.0 of the 1.5 in a round, then the next round's ε = 1 exceeds the remaining 0.5: the
+    # hub refuses before the (missing) data file is read
+    others = {f"t{i}": HubClient(url, admin.add_silo(name, f"t{i}")) for i in range(2)}
+    frames = dict(zip(["s0", *others], _silos(3), strict=True))
+    frames["s0"] = pd.read_csv(csv)
+    rnd = admin.open_round(name, "fed-pgm", epsilon=1.0, delta=1e-5, min_silos=2, deadline_s=600, spec=SPEC)
+    assert join_cli(rnd.id, "--data", str(csv))[0] == 0
+    for k, c in others.items():
+        join(c, rnd.id, frames[k])
+    assert run_round(admin, name, rnd.id, frames, seeded_noise=True).result.status == "done"
+    rnd = admin.open_round(name, "fed-pgm", epsilon=1.0, delta=1e-5, min_silos=2, deadline_s=600, spec=SPEC)
+    code, text = join_cli(rnd.id, "--data", str(tmp_path / "missing.csv"))
+    assert code == 2 and "budget" in text.lower() and "does not exist" not in text, text
+    admin.abort_round(name, rnd.id)

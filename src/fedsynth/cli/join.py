@@ -1,4 +1,4 @@
-"""``fedsynth join``: a silo takes part in a federation round (budget check, data check, SuperNode).
+"""``fedsynth join`` (a silo takes part in a round) and ``fedsynth hub run-round`` (the admin runs it).
 
 Thin: parse, call :func:`fedsynth.rounds.coordinator.join`, and — with ``--superlink`` — run this
 silo's Flower SuperNode (``--node-config "partition-id=P data-path=FILE"``) until the round ends.
@@ -14,9 +14,9 @@ from pathlib import Path
 
 import typer
 
-from fedsynth.cli.app import app
+from fedsynth.cli.app import app, hub_app
 from fedsynth.cli.common import console
-from fedsynth.cli.hub import HUB_HELP, _run, _silo_token, _verify
+from fedsynth.cli.hub import HUB_HELP, _admin_token, _run, _silo_token, _verify
 
 FINAL = ("done", "aborted", "expired")
 
@@ -80,5 +80,41 @@ def join_cmd(
             console.print(f"round {round_id} {info.status}: {info.detail or ''}".rstrip(": "))
             if info.status != "done":
                 raise typer.Exit(code=2)
+
+    _run(go)
+
+
+@hub_app.command("run-round")
+def run_round_cmd(
+    hub: str = typer.Option(..., help=HUB_HELP),
+    federation: str = typer.Option(...),
+    round_id: int = typer.Option(..., "--round"),
+    connection: str = typer.Option(
+        ..., help="the Flower SuperLink connection (in $FLWR_HOME/config.toml) the silos' SuperNodes use"
+    ),
+    admin_token: str = typer.Option(None, help="default: $FEDSYNTH_HUB_ADMIN_TOKEN"),
+    ca_cert: Path = typer.Option(None, help="CA certificate of the hub"),
+    timeout: float = typer.Option(3600.0, help="seconds the Flower run may take"),
+) -> None:
+    """Start a round on the hub, run its fit on the SuperLink (flwr run) and post the artifact: the
+    hub stores it and charges every contributing silo in one transaction (a failure aborts)."""
+
+    def go() -> None:
+        import tempfile
+
+        from fedsynth.exchange.client import HubAdmin
+        from fedsynth.rounds.coordinator import flwr_runner, run_round
+
+        with (
+            HubAdmin(hub, _admin_token(admin_token), verify=_verify(ca_cert)) as adm,
+            tempfile.TemporaryDirectory(prefix="fedsynth-app-") as app_dir,
+        ):
+            run = flwr_runner(connection, app_dir, timeout=timeout)
+            out = run_round(adm, federation, round_id, run_app=run)
+        rep = out.report
+        console.print(
+            f"round {round_id} done: {len(rep['contributors'])} of {rep['silos']} silos contributed, "
+            f"ε = {out.generators.epsilon:.4g}; generator ids {list(out.result.generator_ids)}"
+        )
 
     _run(go)

@@ -40,6 +40,22 @@ def _bin(name: str) -> str:
     return found
 
 
+def flwr_run(
+    app_dir: Path,
+    connection: str,
+    run_config: str = "",
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 600.0,
+) -> subprocess.CompletedProcess:
+    """``flwr run APP CONNECTION --stream`` against any SuperLink named in ``$FLWR_HOME/config.toml``
+    (blocks until the run ends)."""
+    args = [_bin("flwr"), "run", str(app_dir), connection, "--stream"]
+    if run_config:
+        args += ["--run-config", run_config]
+    return subprocess.run(args, env=env, capture_output=True, text=True, timeout=timeout, check=False)
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind((HOST, 0))
@@ -209,10 +225,7 @@ class LocalDeployment:
         self, app_dir: Path, run_config: str = "", timeout: float = 600.0
     ) -> subprocess.CompletedProcess:
         """``flwr run APP CONNECTION --stream`` (blocks until the run ends)."""
-        args = ["run", str(app_dir), self.connection, "--stream"]
-        if run_config:
-            args += ["--run-config", run_config]
-        return self.flwr(*args, timeout=timeout)
+        return flwr_run(app_dir, self.connection, run_config, env=self.env, timeout=timeout)
 
     def __exit__(self, *exc: object) -> None:
         for p in reversed(self.procs):  # our own process groups only

@@ -33,7 +33,7 @@ from fedsynth.data.datasets import load_table
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.exchange.client import HubAdmin, HubClient
 from fedsynth.exchange.rounds_protocol import RoundInfo
-from fedsynth.federated.deploy import LocalDeployment, write_app
+from fedsynth.federated.deploy import LocalDeployment, flwr_run, write_app
 from fedsynth.federated.fed_round import REPORT, build_fit, make_apps
 from fedsynth.federated.local import run_in_process
 from fedsynth.generators.base import GeneratorSet
@@ -148,23 +148,38 @@ def run_round(
         raise
 
 
-def deployment_runner(
-    deployment: LocalDeployment, app_dir: str | Path, timeout: float = 600.0
+def flwr_runner(
+    connection: str,
+    app_dir: str | Path,
+    *,
+    env: dict[str, str] | None = None,
+    timeout: float = 3600.0,
+    logs: str = "the SuperLink's log",
 ) -> Callable[[dict[str, Any], int], None]:
     """``run_app`` for :func:`run_round` on a SuperLink: the round's run config becomes the Flower
-    App's config and ``flwr run`` executes it; each silo's SuperNode reads its own ``data-path``."""
+    App's config and ``flwr run APP CONNECTION`` executes it; each silo's SuperNode reads its own
+    ``data-path``. ``connection`` is a SuperLink named in ``$FLWR_HOME/config.toml``."""
 
     def run(cfg: dict[str, Any], silos: int) -> None:
         app = write_app(
             Path(app_dir), "fedsynth.federated.fed_round:server_app",
             "fedsynth.federated.fed_round:client_app", cfg, name="fedsynth-round",
         )  # fmt: skip
-        res = deployment.run_app(app, timeout=timeout)
+        res = flwr_run(app, connection, env=env, timeout=timeout)
         if res.returncode != 0 or not (Path(cfg["out"]) / REPORT).exists():
             tail = (res.stdout or "")[-1500:] + (res.stderr or "")[-1500:]
-            raise RuntimeError(f"flwr run failed (exit {res.returncode}); logs in {deployment.logs}: {tail}")
+            raise RuntimeError(f"flwr run failed (exit {res.returncode}; see {logs}): {tail}")
 
     return run
 
 
-__all__ = ["Joined", "RoundOutcome", "deployment_runner", "join", "run_config", "run_round"]
+def deployment_runner(
+    deployment: LocalDeployment, app_dir: str | Path, timeout: float = 600.0
+) -> Callable[[dict[str, Any], int], None]:
+    """:func:`flwr_runner` on a one-machine :class:`~fedsynth.federated.deploy.LocalDeployment`."""
+    return flwr_runner(
+        deployment.connection, app_dir, env=deployment.env, timeout=timeout, logs=str(deployment.logs)
+    )
+
+
+__all__ = ["Joined", "RoundOutcome", "deployment_runner", "flwr_runner", "join", "run_config", "run_round"]
