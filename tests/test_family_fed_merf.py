@@ -31,7 +31,7 @@ from fedsynth.generators.fed_merf.features import (
     sensitivity,
 )
 from fedsynth.generators.fed_merf.nets import MerfSpec
-from fedsynth.generators.federation import fit_federation
+from fedsynth.generators.federation import fit_federation, run_fit
 from fedsynth.generators.io import from_artifact, to_artifact
 from fedsynth.privacy.skellam import skellam_rho_general, skellam_variance
 from fedsynth.privacy.target import PrivacyTarget
@@ -298,10 +298,23 @@ def test_more_dropouts_than_tolerated_release_nothing(schema, frames):
     with pytest.raises(SecureSumAborted):
         two_gone = SecAggPlusSum(threshold=3, drop_before_keys={1, 2})
         fit_federation(FAMILY, frames, schema, TARGET, cfg, secure_sum=two_gone)
-    # a secure sum run with a lower threshold: the server refuses the under-noised sum itself
-    with pytest.raises(ValueError, match="only 2 silos contributed"):
+    # the default secure sum takes the fit's threshold (t = 3 of 4): two lost silos abort it
+    with pytest.raises(SecureSumAborted):
+        fit = FAMILY.federation_fit(schema, TARGET, len(frames), cfg)
+        run_fit(
+            fit,
+            [fit.encode(f) for f in frames],
+            SecAggPlusSum(threshold=fit.min_survivors, drop_after_keys={0, 3}),
+        )
+    # a secure sum with a lower threshold could unmask an under-noised sum: refused before anything runs
+    with pytest.raises(ValueError, match="below the fit's"):
         low = SecAggPlusSum(threshold=2, drop_after_keys={0, 3})
         fit_federation(FAMILY, frames, schema, TARGET, cfg, secure_sum=low)
+    # and the server itself refuses a sum from fewer than t silos (defence in depth)
+    fit = FAMILY.federation_fit(schema, TARGET, len(frames), cfg)
+    fit.min_survivors = None
+    with pytest.raises(ValueError, match="only 2 silos contributed"):
+        run_fit(fit, [fit.encode(f) for f in frames], SecAggPlusSum(threshold=2, drop_after_keys={0, 3}))
 
 
 def test_federation_needs_an_explicit_delta_and_enough_silos(schema):

@@ -208,3 +208,29 @@ def test_join_cli_checks_budget_then_data(admin: HubAdmin, tmp_path: Path) -> No
     code, text = join_cli(rnd.id, "--data", str(tmp_path / "missing.csv"))
     assert code == 2 and "budget" in text.lower() and "does not exist" not in text, text
     admin.abort_round(name, rnd.id)
+
+
+def test_fed_merf_round_through_hub_and_flower(admin: HubAdmin) -> None:
+    """Distributed noise on Flower: every silo adds its Skellam share; SecAgg+ runs with the fit's
+    threshold t; the released card's ε is re-derived by the hub and here."""
+    merf = get_family("fed-merf")
+    spec = merf.spec_for(SCHEMA, merf.default_config()).to_dict()
+    name = f"fr{next(_names)}"
+    admin.create_federation(
+        name, SCHEMA, {"fed-merf/1": spec}, max_epsilon=1.5, max_delta=1e-4, silo_epsilon_budget=1.5
+    )
+    url = str(admin._http.base_url)
+    silos = {f"s{i}": HubClient(url, admin.add_silo(name, f"s{i}")) for i in range(4)}
+    frames = dict(zip(silos, _silos(4), strict=True))
+    rnd = admin.open_round(name, "fed-merf", epsilon=1.0, delta=1e-5, min_silos=2, deadline_s=600, spec=spec)
+    for k, c in silos.items():
+        join(c, rnd.id, frames[k])
+    out = run_round(admin, name, rnd.id, frames)
+    (gen,) = out.generators.generators
+    assert gen.card.family == "fed-merf/1" and gen.card.scope == "federation"
+    assert gen.card.privacy.verify() <= 1.0 + 1e-9
+    assert out.report["contributors"] == [0, 1, 2, 3]
+    assert out.report["realised_variance"] >= out.report["noise_variance"] * (1 - 1e-12)
+    pool = GeneratorPool(SCHEMA, silos["s0"].pull())
+    yes = pool.sample(200, seed=2, class_weights={"yes": 1.0, "no": 0.0})
+    assert set(yes["label"]) == {"yes"}

@@ -114,7 +114,12 @@ def run_round(grid: Grid, context: Context, run_config: Mapping[str, Any] | None
     fit = build_fit(cfg)
     silos, min_silos = int(cfg["silos"]), max(2, int(cfg.get("min-silos", 2)))
     max_rows = int(cfg.get("max-client-rows", 10_000_000))
-    channel = FlowerSumChannel(grid, context, settings_from_config(cfg, min_nodes=min_silos))
+    settings = settings_from_config(cfg, min_nodes=min_silos)
+    if fit.min_survivors is not None:  # SecAgg+ must refuse to unmask below the fit's floor
+        rt = settings.reconstruction_threshold
+        current = rt if isinstance(rt, int) else int(rt * silos) + 1
+        settings.reconstruction_threshold = max(current, fit.min_survivors)
+    channel = FlowerSumChannel(grid, context, settings)
     pids = [p for p in channel.partitions if p < silos]
     if len(pids) < min_silos:
         raise ValueError(f"{len(pids)} silos connected, the round needs {min_silos}")

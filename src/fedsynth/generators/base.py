@@ -151,7 +151,9 @@ class FederationFit:
     * ``finish`` — server side: the final state and the silos whose vectors are in the released
       sums → the federation's :class:`GeneratorSet` (one card, ``scope="federation"``);
     * ``sum_bound`` — the public bound on any client value of a step (for the secure sum's range),
-      given the largest silo size the federation admits.
+      given the largest silo size the federation admits;
+    * ``min_survivors`` — the secure sum's threshold (e.g. fed-merf's t: fewer surviving noise shares
+      would carry less than the calibrated noise, so such a sum must never be unmasked).
 
     Participation is cross-silo: every silo takes part in every round (p = 1).
     """
@@ -161,6 +163,9 @@ class FederationFit:
     finish: Callable[[Any, list[int]], GeneratorSet]
     sum_bound: Callable[[Any, int], int]
     detail: Callable[[Any], dict[str, Any]] = field(default=lambda _state: {})
+    # the fewest surviving silos a release may rest on: the runner runs SecAgg+ with this
+    # reconstruction threshold, so fewer survivors cannot be unmasked at all (None: SecAgg+'s default)
+    min_survivors: int | None = None
 
 
 @runtime_checkable

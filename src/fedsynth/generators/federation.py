@@ -55,7 +55,15 @@ def run_fit(
 ) -> tuple[GeneratorSet, FederationReport]:
     """Drive an already-built fit over encoded silo data (the in-process exchange)."""
     t0 = time.perf_counter()
-    exchange = InProcessExchange(fit.method, codes, secure_sum or SecAggPlusSum())
+    if secure_sum is None:
+        secure_sum = SecAggPlusSum(threshold=fit.min_survivors)
+    th = getattr(secure_sum, "threshold", None)
+    if fit.min_survivors is not None and th is not None and th < fit.min_survivors:
+        raise ValueError(
+            f"the secure sum's threshold {th} is below the fit's {fit.min_survivors} surviving silos: "
+            "an under-noised sum could be unmasked"
+        )
+    exchange = InProcessExchange(fit.method, codes, secure_sum)
     state = drive(fit.method, exchange, everyone(len(codes)))
     contributors = sorted(exchange.contributors)
     gset = fit.finish(state, contributors)

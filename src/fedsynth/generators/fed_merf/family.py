@@ -42,12 +42,10 @@ card's μ and refuses a card that claims less.
 
 **Dropout rule.** Each of the K joined silos adds Sk(μ/t) with
 t = max(min_silos, ⌈(1 − tolerated_dropout)·K⌉) (spec field ``tolerated_dropout``, default
-0.1), so any surviving set of ≥ t silos carries variance ≥ μ. The secure sum must be run with
-threshold t (:attr:`MerfMethod.threshold`; SecAgg+ then refuses to unmask with fewer survivors:
-nothing is released and nothing is learned). :class:`~fedsynth.generators.base.FederationFit`
-has no field to carry t to the runner yet, so pass ``SecAggPlusSum(threshold=t)`` to
-:func:`~fedsynth.generators.federation.fit_federation`: its default secure sum unmasks with
-⌊K/2⌋ + 1 survivors, where a server would see a sum with less than μ before refusing it. The
+0.1), so any surviving set of ≥ t silos carries variance ≥ μ. The secure sum is run with
+threshold t (``FederationFit.min_survivors``: the in-process runner and the Flower app set SecAgg+'s
+reconstruction threshold to it, and the runner refuses a caller's secure sum with a lower one), so
+SecAgg+ refuses to unmask with fewer survivors: nothing is released and nothing is learned. The
 server refuses a sum whose silo count is below t (nothing is trained or released), and
 :func:`finish` checks that the silos in the released sums are those counted. The realised
 variance k·μ/t is reported in :attr:`FederationFit.detail`. Trust: the server is honest but
@@ -546,7 +544,7 @@ class FedMerfFamily:
             per_row = max_coordinate(sp.gamma, method.gn)
             return int(max_client_rows * per_row + math.ceil(NOISE_TAIL_SIGMAS * float(plan.sigma)) + 1)
 
-        return FederationFit(method, encode, finish, sum_bound, method.detail)
+        return FederationFit(method, encode, finish, sum_bound, method.detail, min_survivors=t)
 
 
 FAMILY = FedMerfFamily()
