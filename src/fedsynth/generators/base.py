@@ -191,6 +191,16 @@ class FederationFamily(GeneratorFamily, Protocol):
     ) -> FederationFit: ...
 
 
+def federation_delta(target: PrivacyTarget, silos: int, min_silos: int) -> float:
+    """The one check every federation fit starts with: an explicit δ (the federation's total row
+    count is not public, so the per-silo δ rule cannot be applied) and at least two silos."""
+    if target.delta is None:
+        raise ValueError("a federation run needs an explicit δ (the federation's size is not public)")
+    if silos < max(2, min_silos):
+        raise ValueError(f"a federation run needs at least {max(2, min_silos)} silos, got {silos}")
+    return float(target.delta)
+
+
 def is_federation_family(family: GeneratorFamily) -> bool:
     return getattr(family, "scope", "silo") == "federation"
 
@@ -390,6 +400,7 @@ __all__ = [
     "classes_of",
     "decode_rows",
     "family_kinds",
+    "federation_delta",
     "get_family",
     "is_federation_family",
     "make_card",

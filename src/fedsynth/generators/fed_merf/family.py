@@ -66,7 +66,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard
 from fedsynth.artifacts.safetensors import Expected
@@ -78,13 +77,10 @@ from fedsynth.generators.base import (
     FederationFit,
     FitReport,
     GeneratorSet,
-    RandomStreams,
     SpecError,
     TooFewRowsError,
-    class_codes,
-    decode_rows,
+    federation_delta,
     make_card,
-    streams,
 )
 from fedsynth.generators.fed_merf.features import (
     FeatureMap,
@@ -93,9 +89,9 @@ from fedsynth.generators.fed_merf.features import (
     max_coordinate,
     sensitivity,
 )
-from fedsynth.generators.fed_merf.nets import MerfNet, MerfSpec, build_net, expected_tensors
+from fedsynth.generators.fed_merf.nets import MerfSpec, build_net, expected_tensors
 from fedsynth.generators.fed_merf.train import TrainConfig, train_generator
-from fedsynth.generators.torchnn import load_module_tensors, module_tensors
+from fedsynth.generators.torchnn import ConditionalNetGenerator, load_module_tensors, module_tensors
 from fedsynth.privacy.claim import PrivacyClaim
 from fedsynth.privacy.skellam import skellam_rho_general, skellam_variance
 from fedsynth.privacy.target import PrivacyTarget
@@ -370,27 +366,10 @@ class MerfMethod:
 # ----------------------------------------------------------------------------- the generator
 
 
-class FedMerfGenerator:
+class FedMerfGenerator(ConditionalNetGenerator):
     """A released class-conditional MERF generator (draws every class of the schema)."""
 
-    def __init__(self, card: GeneratorCard, net: MerfNet, schema: Schema, source: str = "") -> None:
-        if card.class_label is not None:
-            raise ArtifactError("a fed-merf generator is a joint model: its card's class_label must be null")
-        self.card = card
-        self.net = net
-        self.schema = schema
-        self.source = source
-        self._enc = TableEncoder(schema)
-
-    def sample(self, n: int, *, condition: str | None = None, seed: int | RandomStreams = 0) -> pd.DataFrame:
-        rs = streams(seed)
-        codes = class_codes(self.schema, int(n), condition, rs.numpy)
-        x = self.net.generate(torch.from_numpy(codes), generator=rs.torch()).numpy()
-        labels = np.asarray(self.schema.classes, dtype=object)[codes]
-        return decode_rows(x, self._enc, labels, rs.numpy, "fed-merf generator")
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        return module_tensors(self.net)
+    what = "fed-merf generator"
 
 
 class FedMerfFamily:
@@ -518,12 +497,8 @@ class FedMerfFamily:
         spec: Any = None,
         min_silos: int = 2,
     ) -> FederationFit:
-        if target.delta is None:
-            raise ValueError("a federation run needs an explicit δ (the federation's size is not public)")
-        if silos < max(2, min_silos):
-            raise ValueError(f"a federation run needs at least {max(2, min_silos)} silos, got {silos}")
+        delta = federation_delta(target, silos, min_silos)
         cfg: FedMerfConfig = config or FedMerfConfig()
-        delta = float(target.delta)
         tol = (spec or cfg.spec()).tolerated_dropout
         t = threshold(silos, tol, max(2, min_silos))
         sp, method, encode = self._setup(schema, target, delta, silos, t, cfg, spec, seed)

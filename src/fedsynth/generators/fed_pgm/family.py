@@ -37,7 +37,7 @@ import pandas as pd
 from fedsynth.artifacts.card import MAX_CARD_BYTES
 from fedsynth.data.schema import Schema, check_training_target, validate_frame
 from fedsynth.flaim.methods import METHODS, Context, make_method
-from fedsynth.generators.base import FederationFit, GeneratorSet, SpecError, make_card
+from fedsynth.generators.base import FederationFit, GeneratorSet, SpecError, federation_delta, make_card
 from fedsynth.generators.pgm.family import (
     EPS_SHAVE,
     PGMConfig,
@@ -171,8 +171,7 @@ class FedPGMFamily(PGMFamily):
         spec: Any = None,
         min_silos: int = 2,
     ) -> FederationFit:
-        if target.delta is None:
-            raise ValueError("a federation run needs an explicit δ (the federation's size is not public)")
+        delta = federation_delta(target, silos, min_silos)
         cfg: FedPGMConfig = config or FedPGMConfig()
         sp = self.spec_from_dict((spec or self.spec_for(schema, cfg)).to_dict(), schema)
         dom, workload, cands = candidates_of(schema, sp)
@@ -180,7 +179,7 @@ class FedPGMFamily(PGMFamily):
         initial = initial_of(schema, sp, dom) if da else None
         eps = target.epsilon * (1 - EPS_SHAVE)
         ctx = Context(
-            dom.sizes, workload, eps, target.delta, sp.rounds, 1.0,
+            dom.sizes, workload, eps, delta, sp.rounds, 1.0,
             alpha=sp.alpha, max_model_mb=sp.max_model_mb, final_iters=cfg.iters,
             round_iters=cfg.round_iters, seed=seed,
             client_seed=seed if cfg.seeded_noise else None,
@@ -188,7 +187,6 @@ class FedPGMFamily(PGMFamily):
             pool_cells=sp.pool_cells, initial=initial, candidates=cands if da else None,
         )  # fmt: skip
         method = make_method(sp.method, ctx)
-        delta = float(target.delta)
 
         def encode(df: pd.DataFrame) -> np.ndarray:
             data = validate_frame(df, schema)

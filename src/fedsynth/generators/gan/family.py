@@ -21,7 +21,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard
 from fedsynth.artifacts.safetensors import Expected
@@ -30,16 +29,12 @@ from fedsynth.data.schema import Schema, SchemaError, check_training_target, val
 from fedsynth.generators.base import (
     FitReport,
     GeneratorSet,
-    RandomStreams,
     SpecError,
-    class_codes,
-    decode_rows,
     make_card,
-    streams,
 )
-from fedsynth.generators.gan.nets import CondGenerator, GANSpec, build_generator, expected_tensors
+from fedsynth.generators.gan.nets import GANSpec, build_generator, expected_tensors
 from fedsynth.generators.gan.train import GANConfig, preset_for, train_gan
-from fedsynth.generators.torchnn import load_module_tensors, module_tensors
+from fedsynth.generators.torchnn import ConditionalNetGenerator, load_module_tensors, module_tensors
 from fedsynth.privacy.dpsgd import dpsgd_claim
 from fedsynth.privacy.target import PrivacyTarget
 
@@ -55,27 +50,10 @@ def check_spec(spec: GANSpec, schema: Schema) -> GANSpec:
     return spec
 
 
-class GANGenerator:
+class GANGenerator(ConditionalNetGenerator):
     """A released conditional generator: draws rows of any schema class."""
 
-    def __init__(self, card: GeneratorCard, net: CondGenerator, schema: Schema, source: str = "") -> None:
-        if card.class_label is not None:
-            raise ArtifactError("a dp-gan generator is conditioned on the class: its card has no class_label")
-        self.card = card
-        self.net = net
-        self.schema = schema
-        self.source = source
-        self._enc = TableEncoder(schema)
-
-    def sample(self, n: int, *, condition: str | None = None, seed: int | RandomStreams = 0) -> pd.DataFrame:
-        rs = streams(seed)
-        idx = class_codes(self.schema, int(n), condition, rs.numpy)
-        x = self.net.generate(torch.from_numpy(idx), generator=rs.torch()).numpy()
-        labels = np.asarray(self.schema.classes, dtype=object)[idx]
-        return decode_rows(x, self._enc, labels, rs.numpy, "generator")
-
-    def tensors(self) -> dict[str, np.ndarray]:
-        return module_tensors(self.net)
+    what = "generator"
 
 
 class GANFamily:
