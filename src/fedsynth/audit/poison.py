@@ -27,7 +27,9 @@ usually consistency). The rule is robust: a score is flagged when it lies beyond
 (scaled by 1.4826, with a floor so a very tight pool does not flag noise) among generators of the
 same class (k = 3 for consistency, 5 for distances) — malicious generators
 are a minority, so they cannot move the median. Flagged
-generators are dropped; :class:`PoolScreen` says which and why.
+generators are dropped; :class:`PoolScreen` says which and why. The screen never silently
+removes a class: when every generator that draws a class is flagged, the least suspicious one is
+kept and :attr:`PoolScreen.warnings` says so (a class no generator can sample is reported too).
 """
 
 from __future__ import annotations
@@ -77,11 +79,28 @@ class PoolScreen:
     scores: list[GeneratorScore]
     kept: list[Generator] = field(repr=False)
     dropped: list[Generator] = field(repr=False)
+    #: flagged generators kept anyway because they were the last of a class -> why
+    kept_for_class: dict[int, str] = field(default_factory=dict)
+    #: classes the pool had but for which no generator could be sampled at all
+    missing_classes: list[str] = field(default_factory=list)
 
     @property
     def flagged(self) -> list[int]:
-        """Indices of the dropped generators (any of their scored classes flagged)."""
-        return sorted({s.index for s in self.scores if s.flagged})
+        """Indices of the dropped generators (any of their scored classes flagged, and not kept
+        as the last generator of a class)."""
+        return sorted({s.index for s in self.scores if s.flagged} - set(self.kept_for_class))
+
+    @property
+    def warnings(self) -> list[str]:
+        """What a caller must show loudly: classes kept only through flagged generators, and
+        classes that the screened pool can no longer draw."""
+        out = [f"generator #{i}: {why}" for i, why in sorted(self.kept_for_class.items())]
+        out += [
+            f"class {c!r}: no generator of the pool could be sampled for it; "
+            "a table drawn from this pool lacks the class"
+            for c in self.missing_classes
+        ]
+        return out
 
     @property
     def generator_flags(self) -> list[bool]:
@@ -93,6 +112,8 @@ class PoolScreen:
         return {
             "n_pool": len(self.kept) + len(self.dropped), "n_kept": len(self.kept),
             "n_dropped": len(self.dropped),
+            "kept_for_class": {str(i): why for i, why in self.kept_for_class.items()},
+            "missing_classes": list(self.missing_classes), "warnings": self.warnings,
             "generators": [s.to_dict() for s in self.scores],
         }  # fmt: skip
 
@@ -117,7 +138,8 @@ class PoolScreen:
                 f"{s.pool_distance:.3f}",
                 f"{s.cell_spike:.1%} ({s.spike_cell[:40]})", f"{s.own_distance:.3f}",
                 f"{s.column_z:.1f} ({s.column})",
-                "[bold red]DROP[/] " + "; ".join(s.reasons) if s.flagged else "[green]keep[/]",
+                ("[bold yellow]KEEP (last of class)[/] " if s.index in self.kept_for_class
+                 else "[bold red]DROP[/] ") + "; ".join(s.reasons) if s.flagged else "[green]keep[/]",
             )  # fmt: skip
         return t
 
@@ -212,7 +234,8 @@ class _Marginals:
                     for b in range(len(d.categories)):
                         first.append(starts[i] + a)
                         second.append(starts[j] + b)
-        return np.asarray(first), np.asarray(second)
+        # int64 even when empty: a schema without categorical features has no cells at all
+        return np.asarray(first, dtype=np.int64), np.asarray(second, dtype=np.int64)
 
 
 def _tv(p: np.ndarray, q: np.ndarray) -> float:
@@ -349,7 +372,12 @@ def screen_pool(
     # still leave such pairs nearly empty; pairs involving a common category are not checked).
     pair = margs.pair_mask()
     c1, c2 = margs.pair_components()
-    rare_cells = np.where(pair, (own_cells[c1] < rare_pair) & (own_cells[c2] < rare_pair), own_cells < rare)
+    # "Rare" must be known, not a small-sample accident: the silo's count + 3 over its rows (the
+    # rule of three's 95 % upper bound when the count is 0) must be below the threshold. A silo
+    # of 45 rows cannot tell a 1 % category from an absent one, and honest DP generators of small
+    # silos put a lot of mass in such categories (titanic, pgm at ε = 1: most were flagged).
+    ucb = own_cells + 3.0 / len(val)
+    rare_cells = np.where(pair, (ucb[c1] < rare_pair) & (ucb[c2] < rare_pair), ucb < rare)
     cell_threshold = np.where(pair, spike_mass, single_mass)
 
     names = [c.name for c in schema.features]
@@ -357,7 +385,11 @@ def screen_pool(
     own_d = np.full(n, np.nan)
     col_tv = np.zeros((n, len(names)))
     own_col = np.zeros((n, len(names)))
-    swaps: list[list[str]] = [[] for _ in range(n)]
+    conts = [k for k, col in enumerate(schema.features) if col.kind == "continuous"]
+    # Per pair and continuous column: W1 to the same own column, and the best other own column.
+    w_self = np.zeros((n, len(names)))
+    w_best = np.zeros((n, len(names)))
+    best_of = np.zeros((n, len(names)), dtype=np.int64)
     for i in range(n):
         c = pcls[i]
         same = [j for j in range(n) if pcls[j] == c]
@@ -372,16 +404,12 @@ def screen_pool(
             # data than like itself (Wasserstein-1 on the public [0, 1] scale)? That is the mark
             # of a swapped column mapping (flagged when two or more columns show it: a single noisy
             # DP column can resemble another column by accident).
-            conts = [k for k, col in enumerate(schema.features) if col.kind == "continuous"]
             own_vals = {k: _scaled(val.loc[y == c], schema.features[k]) for k in conts}
             for k in conts:
                 mine = _scaled(samples[i], schema.features[k])
                 w = {j: float(wasserstein_distance(mine, own_vals[j])) for j in conts}
                 best = min((j for j in conts if j != k), key=lambda j: w[j], default=k)
-                if w[k] > swap_min and w[k] > swap_ratio * w[best]:
-                    swaps[i].append(
-                        f"column {names[k]!r} matches own {names[best]!r} (W1 {w[best]:.2f} vs {w[k]:.2f})"
-                    )
+                w_self[i, k], w_best[i, k], best_of[i, k] = w[k], w[best], best
             own_d[i] = float(np.mean(own_col[i]))
 
     flags: list[list[str]] = [[] for _ in range(n)]
@@ -404,7 +432,8 @@ def screen_pool(
         zo = _robust_z(np.nan_to_num(od, nan=float(np.nanmedian(od)) if np.isfinite(od).any() else 0.0), 0.02)
         # One column far off the silo's own data while its peers are not (a swapped column mapping).
         zcol = np.stack([_robust_z(own_col[idx, k], floor=0.05) for k in range(len(names))], axis=1)
-        zcol[:, [k for k, col in enumerate(schema.features) if col.kind == "continuous"]] = 0.0
+        zcol[:, conts] = 0.0
+        zsw = np.stack([_robust_z(w_self[idx, k], floor=0.02) for k in range(len(names))], axis=1)
         # Trigger check: categories (and pairs of uncommon ones) that are rare in the silo's own
         # data are where a backdoor must plant its pattern; honest generators leave them nearly
         # empty. A single category must also be a robust outlier among peers: DP noise in a
@@ -417,8 +446,9 @@ def screen_pool(
         excess[(~pair)[None, :] & ((sub - med_cells) / scale <= 2 * z_distance)] = 0.0
         excess = excess - cell_threshold[None, :]  # > 0: over the threshold
         for a, i in enumerate(idx):
-            k = int(np.argmax(excess[a]))
-            spike[i], spike_col[i] = float(excess[a, k] + cell_threshold[k]), cell_names[k]
+            if excess.shape[1]:  # no categorical features: no rare cells to check
+                k = int(np.argmax(excess[a]))
+                spike[i], spike_col[i] = float(excess[a, k] + cell_threshold[k]), cell_names[k]
             if zc[a] < -z:
                 med = float(np.median(cons_a[idx]))
                 flags[i].append(f"label consistency {cons_a[i]:.2f} (pool median {med:.2f})")
@@ -426,14 +456,26 @@ def screen_pool(
                 flags[i].append(f"marginals far from pool median (TV {pool_d[i]:.3f})")
             kc = int(np.argmax(zcol[a]))
             col_z[i], col_name[i] = float(zcol[a, kc]), names[kc]
-            if len(swaps[i]) >= 2:  # a permutation moves at least two columns; one noisy column is not one
-                flags[i].extend(swaps[i])
+            # A column counts as swapped only if it is also far from its own column compared with
+            # its peers: with many similar columns (breast cancer: 30), honest DP generators of
+            # small silos are all far from the own data, and some other column is close by chance.
+            swaps = [
+                f"column {names[k]!r} matches own {names[best_of[i, k]]!r} "
+                f"(W1 {w_best[i, k]:.2f} vs {w_self[i, k]:.2f})"
+                for k in conts
+                if c in own
+                and w_self[i, k] > swap_min
+                and w_self[i, k] > swap_ratio * w_best[i, k]
+                and zsw[a, k] > z_distance
+            ]
+            if len(swaps) >= 2:  # a permutation moves at least two columns; one noisy column is not one
+                flags[i].extend(swaps)
             if zcol[a, kc] > z_column:
                 tv = own_col[i, kc]
                 flags[i].append(f"column {names[kc]!r} far from own data ({tv:.2f}, z {zcol[a, kc]:.1f})")
             if zo[a] > z_distance:
                 flags[i].append(f"marginals far from own class-{c} data (TV {own_d[i]:.3f})")
-            if excess[a, k] > 0:
+            if excess.shape[1] and excess[a, k] > 0:
                 share = excess[a, k] + cell_threshold[k]
                 flags[i].append(f"{share:.1%} excess rows with rare pattern {cell_names[k]}")
 
@@ -454,9 +496,51 @@ def screen_pool(
                 bool(flags[j]), tuple(flags[j]),
             ))  # fmt: skip
     bad = {s.index for s in scores if s.flagged}
+    rescued, missing = _keep_every_class(gens, schema, scores, bad, failed)
+    bad -= set(rescued)
     kept = [g for i, g in enumerate(gens) if i not in bad]
     dropped = [g for i, g in enumerate(gens) if i in bad]
-    return PoolScreen(scores, kept, dropped)
+    return PoolScreen(scores, kept, dropped, kept_for_class=rescued, missing_classes=missing)
+
+
+def _keep_every_class(
+    gens: list[Generator],
+    schema: Schema,
+    scores: list[GeneratorScore],
+    bad: set[int],
+    failed: dict[tuple[int, str], str],
+) -> tuple[dict[int, str], list[str]]:
+    """Dropping every generator of a class would silently write a table without that class (the
+    pooled sample has to be class-balanced), so for such a class the least-suspicious flagged
+    generator is kept, with the reason. Least suspicious: fewest reasons, then the smallest
+    distance to the pool. A generator that could not be sampled is never kept; if no generator
+    of the pool can draw the class at all, the class is reported missing instead."""
+    pooled = {c for i, g in enumerate(gens) for c in classes_of(g, schema)}
+    rescued: dict[int, str] = {}
+    missing: list[str] = []
+    for c in schema.classes:
+        if c not in pooled:
+            continue  # the pool never had it: nothing was removed by the screen
+        draws = [i for i, g in enumerate(gens) if c in classes_of(g, schema)]
+        if any(i not in bad or i in rescued for i in draws):
+            continue
+        usable = [i for i in draws if not any(k[0] == i for k in failed)]
+        if not usable:
+            missing.append(c)
+            continue
+
+        def suspicion(i: int) -> tuple[int, float]:
+            mine = [s for s in scores if s.index == i]
+            return sum(len(s.reasons) for s in mine), max(s.pool_distance for s in mine)
+
+        best = min(usable, key=suspicion)
+        n = len(draws)
+        rescued[best] = (
+            f"kept although flagged: all {n} generator{'s' if n > 1 else ''} of class {c!r} "
+            "were flagged and dropping them would remove the class; it is the least suspicious "
+            "(check its reasons before trusting its rows)"
+        )
+    return rescued, missing
 
 
 class PoolScreener:

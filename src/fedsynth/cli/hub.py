@@ -38,7 +38,9 @@ def _origin(source: str) -> str:
 def screen_report(screen: PoolScreen) -> list[RenderableType]:
     """The pull-time screen as printed: a table of short scores, one row per (generator, class),
     then for each dropped generator its source and reasons, one per line. Sources, reasons and
-    cell names are too long for a table cell at 80 columns."""
+    cell names are too long for a table cell at 80 columns. Last, in bold, the screen's warnings:
+    a flagged generator kept because it was the last of its class ("KEEP!" in the table), or a
+    class that no pulled generator could be sampled for."""
     n = len(screen.kept) + len(screen.dropped)
     t = new_table(
         f"pool screen: kept {len(screen.kept)} of {n} generators",
@@ -50,6 +52,13 @@ def screen_report(screen: PoolScreen) -> list[RenderableType]:
     def f(x: float, spec: str) -> str:  # NaN: the generator could not be sampled (reason below)
         return "–" if math.isnan(x) else format(x, spec)
 
+    rescued = screen.kept_for_class
+
+    def verdict(i: int, flagged: bool) -> str:
+        if not flagged:
+            return "[green]keep[/]"
+        return "[bold yellow]KEEP![/]" if i in rescued else "[bold red]DROP[/]"
+
     for sc in screen.scores:
         t.add_row(
             str(sc.index),
@@ -60,13 +69,16 @@ def screen_report(screen: PoolScreen) -> list[RenderableType]:
             f(sc.cell_spike, ".1%"),
             f(sc.own_distance, ".3f"),
             f(sc.column_z, ".1f"),
-            "[bold red]DROP[/]" if sc.flagged else "[green]keep[/]",
+            verdict(sc.index, sc.flagged),
         )
     lines: list[RenderableType] = [t]
     for sc in screen.scores:
         if sc.flagged:
-            lines.append(f"#{sc.index} dropped (class {sc.class_label}, {sc.source}):")
+            what = "kept although flagged" if sc.index in rescued else "dropped"
+            lines.append(f"#{sc.index} {what} (class {sc.class_label}, {sc.source}):")
             lines += [f"  - {r}" for r in sc.reasons]
+    # Loud: the table alone would not tell that a class now rests on a flagged generator.
+    lines += [f"[bold yellow]warning:[/] {w}" for w in screen.warnings]
     return lines
 
 
@@ -377,6 +389,14 @@ def pull_cmd(
                 gens = screener(gens)
                 assert screener.last is not None
                 print_screen(screener.last)
+                for w in screener.last.warnings:  # on stderr too: stdout may be a log nobody reads
+                    console.print(f"[bold yellow]warning:[/] {w}", soft_wrap=True, highlight=False)
+                if screener.last.missing_classes:
+                    lost = ", ".join(repr(c) for c in screener.last.missing_classes)
+                    raise ValueError(
+                        f"after screening no generator can draw class {lost}; refusing to write a "
+                        "table without it (see the reasons above)"
+                    )
             frame = GeneratorPool(req.schema, gens).sample(rows, seed=seed)
             write_atomic(out_path, frame.to_csv(index=False))
         silos = sorted({e.silo for e in entries})
