@@ -156,3 +156,40 @@ def test_a_nan_decoder_is_refused_at_push_with_the_reason_in_the_audit_log(tmp_p
         assert client.list_pool() == [] and client.subscribe() and client.epsilon_spent == 0.0
         refused = [a for a in adm.audit("f") if a["action"] == "push" and a["outcome"] != "ok"]
         assert refused and "finite" in str(refused[0]["detail"])
+
+
+def test_pull_screen_keeps_every_class_and_warns(tmp_path: Path) -> None:
+    """`fedsynth pull --screen-data` on a pool whose only generators are all suspicious (random,
+    untrained decoders of one silo): the table keeps both classes and the CLI says why, loudly."""
+    from typer.testing import CliRunner
+
+    from fedsynth.cli import app
+    from fedsynth.exchange.client import HubAdmin, HubClient
+    from tests.conftest_hub import make_set, start_hub, tiny_schema, tiny_spec, vae_fams
+
+    s = tiny_schema()
+    spec = tiny_spec(s)
+    rng = np.random.default_rng(0)
+    y = rng.choice(["no", "yes"], 300)
+    own = pd.DataFrame(
+        {
+            "age": np.clip(rng.normal(np.where(y == "yes", 60, 35), 8), 0, 100).round(1),
+            "color": np.where(rng.random(300) < 0.7, np.where(y == "yes", "red", "blue"), "green"),
+            "y": y,
+        }
+    )
+    data = tmp_path / "own.csv"
+    own.to_csv(data, index=False)
+    for hub in start_hub("sqlite", tmp_path):
+        adm = HubAdmin(hub.url, hub.admin_token)
+        fams = vae_fams(spec)
+        adm.create_federation("f", s, fams, max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0)
+        token = adm.add_silo("f", "silo0")
+        HubClient(hub.url, token).push(make_set(s, spec, epsilon=0.5, seed=3))
+        out_csv = tmp_path / "screened.csv"
+        args = ["pull", "--hub", hub.url, "--token", token, "--rows", "60", "--out", str(out_csv)]
+        res = CliRunner().invoke(app, [*args, "--screen-data", str(data)])
+        assert res.exit_code == 0, res.output
+        text = " ".join(res.output.split())
+        assert "KEEP!" in text and "warning:" in text and "kept although flagged" in text
+        assert set(pd.read_csv(out_csv)["y"]) == {"no", "yes"}

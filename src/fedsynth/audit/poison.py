@@ -306,6 +306,8 @@ def screen_pool(
     single_mass: float = 0.07,
     rare: float = 0.01,
     rare_pair: float = 0.05,
+    z_pair: float = 3.0,
+    consistency_floor: float = 0.06,
     seed: int = 0,
 ) -> PoolScreen:
     """Score and screen ``generators`` with the silo's private ``validation`` rows (never shared).
@@ -315,9 +317,10 @@ def screen_pool(
     (stricter: honest DP generators of small silos legitimately vary more there). Trigger check:
     beyond what the pool median puts there, more than ``single_mass`` of rows in a category that
     holds < ``rare`` of the silo's own rows (and a robust outlier, z > 2·``z_distance``, among
-    peers), or more than ``spike_mass`` in a pair of categories each < ``rare_pair``. A pair
-    whose sampling fails (:func:`sample_generator`) is flagged with the reason and takes no part
-    in the medians.
+    peers), or more than ``spike_mass`` in a pair of categories each < ``rare_pair`` (and
+    z > ``z_pair`` among peers); "rare" uses the silo's count + 3 (see below). Label consistency's
+    spread has the floor ``consistency_floor``. A pair whose sampling fails
+    (:func:`sample_generator`) is flagged with the reason and takes no part in the medians.
     """
     gens = list(generators)
     if not gens:
@@ -426,7 +429,7 @@ def screen_pool(
                 if not math.isnan(own_d[i]) and own_d[i] > 0.25:
                     flags[i].append(f"marginals far from own class-{c} data (TV {own_d[i]:.2f})")
             continue
-        zc = _robust_z(cons_a[idx], floor=0.03)
+        zc = _robust_z(cons_a[idx], floor=consistency_floor)
         zp = _robust_z(pool_d[idx], floor=0.02)
         od = own_d[idx]
         zo = _robust_z(np.nan_to_num(od, nan=float(np.nanmedian(od)) if np.isfinite(od).any() else 0.0), 0.02)
@@ -444,6 +447,9 @@ def screen_pool(
         excess = sub - np.maximum(med_cells, own_cells)[None, :]
         excess[:, ~rare_cells] = 0.0
         excess[(~pair)[None, :] & ((sub - med_cells) / scale <= 2 * z_distance)] = 0.0
+        # A pair must stand out among peers too: honest DP generators of a few hundred rows put
+        # 3–5 % in some rare pair by chance (mushroom, pgm at ε = 1), each in a different pair.
+        excess[pair[None, :] & ((sub - med_cells) / scale <= z_pair)] = 0.0
         excess = excess - cell_threshold[None, :]  # > 0: over the threshold
         for a, i in enumerate(idx):
             if excess.shape[1]:  # no categorical features: no rare cells to check
