@@ -22,6 +22,8 @@ import numpy as np
 import pandas as pd
 from pandas.api.types import is_numeric_dtype
 
+from fedsynth import jsonsafe
+
 ColumnKind = Literal["categorical", "continuous"]
 SchemaSource = Literal["declared", "inferred", "dp"]
 
@@ -71,6 +73,8 @@ class Column:
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Column:
+        if not isinstance(d, dict):
+            raise SchemaError(f"column entry {d!r} must be an object")
         try:
             kind = d["kind"]
             name = str(d["name"])
@@ -140,11 +144,20 @@ class Schema:
     def from_dict(d: dict[str, Any]) -> Schema:
         if not isinstance(d, dict) or "columns" not in d or "target" not in d:
             raise SchemaError("schema must be a mapping with 'columns' and 'target'")
+        try:  # finite numbers, bounded integers, clean strings: stored and echoed as strict JSON
+            jsonsafe.check_json(d, "schema")
+        except jsonsafe.JSONValueError as e:
+            raise SchemaError(str(e)) from None
+        if not isinstance(d["columns"], list):
+            raise SchemaError("schema 'columns' must be a list of column objects")
+        dp_eps = d.get("dp_epsilon", 0.0)
+        if isinstance(dp_eps, bool) or not isinstance(dp_eps, int | float) or dp_eps < 0:
+            raise SchemaError(f"schema.dp_epsilon must be a finite number >= 0, got {dp_eps!r}")
         return Schema(
             columns=tuple(Column.from_dict(c) for c in d["columns"]),
             target=str(d["target"]),
             source=d.get("source", "declared"),
-            dp_epsilon=float(d.get("dp_epsilon", 0.0)),
+            dp_epsilon=float(dp_eps),
         )
 
     def to_json(self) -> str:

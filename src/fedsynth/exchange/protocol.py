@@ -29,15 +29,17 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from fedsynth.artifacts.card import ArtifactError, GeneratorCard
+from fedsynth import jsonsafe
+from fedsynth.artifacts.card import LEGACY_CARD_FORMAT, ArtifactError, GeneratorCard
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.generators.base import SpecError, UnknownFamilyError, get_family, resolve_kind, set_cost
 from fedsynth.generators.io import from_artifact, normalise_spec
 from fedsynth.privacy.target import PrivacyParameterError
 
 #: Names of federations and silos: short, printable, safe anywhere (they are never used as paths
-#: anyway; the store is content-addressed).
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: anyway; the store is content-addressed). Always ``fullmatch``: ``$`` also matches before a
+#: trailing newline, so ``"silo0\n"`` would pass and look like ``silo0``.
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 MAX_GENERATORS_PER_PUSH = 256
 
 
@@ -50,7 +52,7 @@ class PushRefused(ValueError):
 
 
 def check_name(kind: str, name: str) -> str:
-    if not isinstance(name, str) or not NAME_RE.match(name) or name in (".", ".."):
+    if not isinstance(name, str) or not NAME_RE.fullmatch(name) or name in (".", ".."):
         raise PushRefused(
             f"{kind} name {name!r} is invalid: use 1-64 letters, digits, '_', '-', '.' starting with a "
             "letter or digit",
@@ -67,6 +69,9 @@ class Requirements:
     max_epsilon: float
     max_delta: float
     silo_epsilon_budget: float
+    #: accept cards with a ``legacy`` claim (format fedsynth-decoder/1: ε without the parameters
+    #: to recompute it). Off by default: such a claim can only be trusted, not verified.
+    allow_legacy_cards: bool = False
 
     def spec(self, family: str) -> dict[str, Any]:
         kind = resolve_kind(family)
@@ -85,6 +90,7 @@ class Requirements:
             "max_epsilon": self.max_epsilon,
             "max_delta": self.max_delta,
             "silo_epsilon_budget": self.silo_epsilon_budget,
+            "allow_legacy_cards": self.allow_legacy_cards,
         }
 
     @staticmethod
@@ -108,6 +114,7 @@ class Requirements:
                 max_epsilon=float(d["max_epsilon"]),
                 max_delta=float(d["max_delta"]),
                 silo_epsilon_budget=float(d["silo_epsilon_budget"]),
+                allow_legacy_cards=d.get("allow_legacy_cards", False) is True,
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"malformed federation requirements: {e}") from None
@@ -119,6 +126,12 @@ def family_spec(name: Any, spec_d: Any, schema: Schema) -> tuple[str, dict[str, 
     Raises :class:`ArtifactError` (unknown family, a spec that does not fit the schema)."""
     if not isinstance(name, str):
         raise ArtifactError("the family must be a string (a kind such as 'pgm/1' or a short name)")
+    try:  # a spec is stored and echoed: strict JSON only (finite, bounded, clean strings)
+        jsonsafe.check_str(name, "family")
+        if spec_d is not None:
+            jsonsafe.check_json(spec_d, "spec")
+    except jsonsafe.JSONValueError as e:
+        raise ArtifactError(str(e)) from None
     kind = resolve_kind(name)
     if spec_d is None:
         fam = get_family(kind)
@@ -140,6 +153,10 @@ def check_requirements(
     """Validate an admin's federation definition; every family's spec must fit the schema.
 
     ``families_d``: a list of ``{"kind": ..., "spec": {...}}``."""
+    try:
+        jsonsafe.check_json(families_d, "families")
+    except jsonsafe.JSONValueError as e:
+        raise PushRefused(str(e)) from None
     try:
         schema = Schema.from_dict(schema_d)
     except (SchemaError, TypeError, ValueError, AttributeError) as e:
@@ -232,10 +249,19 @@ def validate_generator_set(
         seen.add(key)
         # the caps are checked before any tensor is parsed or model built (cheap refusals first)
         check_caps(req, card.epsilon, card.delta, where)
-        try:
-            card.privacy.verify()  # the hub re-derives ε from the claim's parameters
-        except PrivacyParameterError as e:
-            raise PushRefused(f"{where}: privacy claim refused: {e}") from None
+        if card.privacy.mechanism == "legacy":
+            if not req.allow_legacy_cards:
+                raise PushRefused(
+                    f"{where}: legacy card (format {LEGACY_CARD_FORMAT}): its privacy claim carries "
+                    "no parameters, so the hub cannot recompute its ε. Retrain with the current "
+                    "fedsynth (its cards record mechanism, noise, sample rate, steps, accountant) and "
+                    "push again, or ask the admin for a federation created with allow_legacy_cards"
+                )
+        else:
+            try:
+                card.privacy.verify()  # the hub re-derives ε from the claim's parameters
+            except PrivacyParameterError as e:
+                raise PushRefused(f"{where}: privacy claim refused: {e}") from None
         try:
             from_artifact(card, weights, req.schema, required=req.families, check=True)
         except ArtifactError as e:
@@ -263,10 +289,10 @@ def check_budget(spent: float, reserved: float, need: float, budget: float, what
     as unavailable as ε already spent, so one budget cannot be promised twice."""
     left = budget - spent - reserved
     if need > left + 1e-12:
-        held = f", {reserved:g} reserved by an open round" if reserved > 0 else ""
         raise PushRefused(
             f"privacy budget exceeded: this silo has ε = {max(left, 0.0):g} left of {budget:g} "
-            f"(spent {spent:g}{held}); {what} needs ε = {need:g}",
+            f"(spent ε = {spent:g}, reserved {reserved:g} by open rounds); {what} needs ε = {need:g} "
+            f"({spent:g} + {reserved:g} + {need:g} > budget {budget:g})",
             409,
         )
 

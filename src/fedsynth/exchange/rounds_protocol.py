@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from fedsynth import jsonsafe
 from fedsynth.data.schema import Schema
 from fedsynth.exchange.protocol import PushRefused
 
@@ -78,27 +79,20 @@ def parse_contributors(raw: str) -> list[int]:
     return list(v)
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
-
-
 def parse_report(raw: str | None) -> dict[str, Any] | None:
     """The result's optional ``report`` form field: a JSON object (bytes per silo, realised noise,
-    seconds, ...), stored as given. Finite numbers and no NUL (PostgreSQL JSON holds neither)."""
+    seconds, ...), stored as given: strict JSON only (:mod:`fedsynth.jsonsafe`; PostgreSQL JSON
+    holds neither NaN nor NUL)."""
     if raw is None or raw == "":
         return None
     if len(raw.encode("utf-8", "surrogatepass")) > MAX_REPORT_BYTES:
         raise PushRefused(f"report is larger than {MAX_REPORT_BYTES} bytes")
     try:
-        v = json.loads(raw, parse_constant=_no_constant)
-        text = json.dumps(v, allow_nan=False)
-        text.encode("utf-8")
-    except (json.JSONDecodeError, RecursionError, ValueError, UnicodeEncodeError) as e:
+        v = jsonsafe.loads(raw, "report")
+    except jsonsafe.JSONValueError as e:
         raise PushRefused(f"report must be a JSON object with finite numbers: {e}") from None
     if not isinstance(v, dict):
         raise PushRefused("report must be a JSON object")
-    if "\\u0000" in text:
-        raise PushRefused("report may not contain NUL characters")
     return v
 
 

@@ -17,10 +17,10 @@ Two mechanisms cover every family today:
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any
 
+from fedsynth import jsonsafe
 from fedsynth.privacy.target import PrivacyParameterError, check_epsilon_delta
 
 MECHANISMS = ("dp-sgd", "zcdp", "legacy")
@@ -34,8 +34,10 @@ def _num(d: dict[str, Any], k: str) -> float | None:
         return None
     if isinstance(v, bool) or not isinstance(v, int | float):
         raise PrivacyParameterError(f"privacy claim field {k!r} must be a number, got {type(v).__name__}")
-    if not math.isfinite(float(v)):
-        raise PrivacyParameterError(f"privacy claim field {k!r} must be finite")
+    try:  # bounded before float(): float(10**400) is an OverflowError, not a refusal
+        jsonsafe.check_number(v, f"privacy claim field {k!r}")
+    except jsonsafe.JSONValueError as e:
+        raise PrivacyParameterError(str(e)) from None
     return float(v)
 
 
@@ -45,6 +47,9 @@ class PrivacyClaim:
     epsilon: float
     delta: float
     accountant: str
+    #: the accountant library's version when the claim was made (e.g. Opacus "1.5.2"); optional:
+    #: cards written before it was recorded still load. The hub recomputes ε with its own.
+    accountant_version: str | None = None
     # dp-sgd
     noise_multiplier: float | None = None
     sample_rate: float | None = None
@@ -79,10 +84,17 @@ class PrivacyClaim:
     def from_dict(d: Any) -> PrivacyClaim:
         if not isinstance(d, dict):
             raise PrivacyParameterError("privacy claim must be a JSON object")
+        try:
+            jsonsafe.check_json(d, "privacy")
+        except jsonsafe.JSONValueError as e:
+            raise PrivacyParameterError(str(e)) from None
         mech = d.get("mechanism")
         acc = d.get("accountant")
         if not isinstance(mech, str) or not isinstance(acc, str):
             raise PrivacyParameterError("privacy claim needs string 'mechanism' and 'accountant'")
+        ver = d.get("accountant_version")
+        if ver is not None and not isinstance(ver, str):
+            raise PrivacyParameterError("privacy claim field 'accountant_version' must be a string")
         eps, dl = _num(d, "epsilon"), _num(d, "delta")
         if eps is None or dl is None:
             raise PrivacyParameterError("privacy claim needs 'epsilon' and 'delta'")
@@ -97,6 +109,7 @@ class PrivacyClaim:
             epsilon=eps,
             delta=dl,
             accountant=acc[:32],
+            accountant_version=None if ver is None else ver[:32],
             noise_multiplier=_num(d, "noise_multiplier"),
             sample_rate=_num(d, "sample_rate"),
             max_grad_norm=_num(d, "max_grad_norm"),

@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
+import opacus
 import torch
 from opacus.accountants import RDPAccountant, create_accountant
 from opacus.accountants.utils import get_noise_multiplier
@@ -48,6 +49,7 @@ def dpsgd_claim(account: DPSGDAccount | None) -> PrivacyClaim:
         epsilon=account.epsilon,
         delta=account.delta,
         accountant=account.accountant,
+        accountant_version=f"opacus {opacus.__version__}",  # which accountant code produced ε
         noise_multiplier=account.noise_multiplier,
         sample_rate=account.sample_rate,
         steps=account.steps,

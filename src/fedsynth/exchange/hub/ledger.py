@@ -129,7 +129,12 @@ def commit_push(
                 silo = s.get(db.Silo, c.silo_id)
                 assert silo is not None  # the caller authenticated as this silo
                 ledger_charge(silo.epsilon_spent, vp.epsilon, req.silo_epsilon_budget, silo.epsilon_reserved)
-                raise PushRefused("privacy budget exceeded", 409)  # (a concurrent charge won)
+                raise PushRefused(  # (a concurrent charge won between the UPDATE and this read)
+                    f"privacy budget exceeded: a push needs ε = {vp.epsilon:g}; spent ε = "
+                    f"{silo.epsilon_spent:g}, reserved {silo.epsilon_reserved:g}, budget "
+                    f"{req.silo_epsilon_budget:g} (another request was charged meanwhile)",
+                    409,
+                )
             p = _add_push_rows(s, fid, vp, silo_id=c.silo_id, round_id=None)
             s.add(
                 db.AuditEvent(
@@ -180,7 +185,11 @@ def reserve(s: Session, silo_id: int, epsilon: float, budget: float, what: str) 
         silo = s.get(db.Silo, silo_id)
         assert silo is not None  # the caller authenticated as this silo
         check_budget(silo.epsilon_spent, silo.epsilon_reserved, epsilon, budget, what)
-        raise PushRefused(f"privacy budget exceeded: {what} needs ε = {epsilon:g}", 409)
+        raise PushRefused(
+            f"privacy budget exceeded: {what} needs ε = {epsilon:g}; spent ε = {silo.epsilon_spent:g}, "
+            f"reserved {silo.epsilon_reserved:g}, budget {budget:g} (another request was charged meanwhile)",
+            409,
+        )
 
 
 def release(s: Session, m: db.RoundMember, status: str) -> None:

@@ -45,6 +45,7 @@ from fedsynth.exchange.hub.ledger import close_round, commit_round_result, relea
 from fedsynth.exchange.hub.routes import Hub
 from fedsynth.exchange.hub.settings import HubError
 from fedsynth.exchange.hub.state import HubState
+from fedsynth.exchange.hub.validation import SafeErrorsRoute
 from fedsynth.exchange.hub.views import round_dict, round_rows
 from fedsynth.exchange.protocol import (
     PushRefused,
@@ -65,7 +66,7 @@ from fedsynth.generators.base import UnknownFamilyError
 
 log = logging.getLogger("fedsynth.hub")
 RoundId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
-rounds = APIRouter(tags=["rounds"])
+rounds = APIRouter(route_class=SafeErrorsRoute, tags=["rounds"])
 
 
 class OpenRound(BaseModel):

@@ -33,6 +33,7 @@ from fedsynth.exchange.hub.settings import (
     hash_token,
 )
 from fedsynth.exchange.hub.state import HubState, hub_of
+from fedsynth.exchange.hub.validation import SafeErrorsRoute
 from fedsynth.exchange.hub.views import audit_dict, dashboard_sections, generator_dict, requirements_of
 from fedsynth.exchange.protocol import PushRefused, check_name, check_requirements, validate_generator_set
 
@@ -47,8 +48,8 @@ Hub = Annotated[HubState, Depends(get_hub)]
 GenId = Annotated[int, PathParam(ge=1, le=2**31 - 1)]
 
 meta = APIRouter(tags=["meta"])
-admin = APIRouter(tags=["admin"])
-silo = APIRouter(tags=["silo"])
+admin = APIRouter(route_class=SafeErrorsRoute, tags=["admin"])
+silo = APIRouter(route_class=SafeErrorsRoute, tags=["silo"])
 pages = APIRouter(tags=["admin"])  # HTML, not JSON; registered last, as it always was
 
 
