@@ -108,10 +108,15 @@ def run_hub(
     max_body_mb: float = 64.0,
     extra_env: dict[str, str] | None = None,
     log_dir: str | Path | None = None,
+    header_timeout_s: float = 10.0,
+    body_idle_s: float = 30.0,
+    limit_concurrency: int = 1000,
 ) -> Iterator[RunningHub]:
     """Start ``processes`` hub server processes on a free 127.0.0.1 port; yield a :class:`RunningHub`.
 
     ``rate_per_s=0`` disables the per-token rate limit (demo/benchmarks); the CLI default is 50/s.
+    ``header_timeout_s`` / ``body_idle_s`` / ``limit_concurrency``: the slow-client limits
+    (``python -m fedsynth.exchange.server --help``).
     """
     from fedsynth.exchange.db import migrate
 
@@ -135,6 +140,12 @@ def run_hub(
         str(rate_burst),
         "--max-body-mb",
         str(max_body_mb),
+        "--header-timeout",
+        str(header_timeout_s),
+        "--body-idle-timeout",
+        str(body_idle_s),
+        "--limit-concurrency",
+        str(limit_concurrency),
     ]
     hub = RunningHub(
         f"http://127.0.0.1:{port}",

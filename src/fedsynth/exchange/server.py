@@ -8,6 +8,7 @@ in ``ps``); if unset a random one is generated and printed once on stderr.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gc
 import os
 import secrets
@@ -15,6 +16,57 @@ import socket
 import sys
 
 ADMIN_TOKEN_ENV = "FEDSYNTH_HUB_ADMIN_TOKEN"
+
+
+def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
+    """uvicorn's h11 protocol with a deadline for the request line and headers.
+
+    uvicorn has no header timeout: its keep-alive timer is cancelled by any byte received, so a
+    client sending one header byte per second holds its connection (and a ``limit_concurrency``
+    slot) forever. Here a new connection, and each later request on a kept-alive one from its
+    first byte, must deliver complete headers within ``timeout_s`` or the connection is closed
+    (an idle kept-alive connection is left to uvicorn's keep-alive timer).
+    """
+    import h11
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderDeadlineH11(H11Protocol):
+        _deadline: asyncio.TimerHandle | None = None
+
+        def _arm(self) -> None:
+            self._disarm()
+            self._deadline = self.loop.call_later(timeout_s, self._expired)
+
+        def _disarm(self) -> None:
+            if self._deadline is not None:
+                self._deadline.cancel()
+                self._deadline = None
+
+        def _expired(self) -> None:
+            self._deadline = None
+            # still waiting for this cycle's headers (IDLE: no complete request parsed yet)
+            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+                self.transport.close()
+
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            super().connection_made(transport)  # type: ignore[arg-type]
+            self._arm()
+
+        def data_received(self, data: bytes) -> None:
+            if self._deadline is None and self.conn.their_state is h11.IDLE:
+                self._arm()  # the first byte of the next request on a kept-alive connection
+            super().data_received(data)
+
+        def handle_events(self) -> None:
+            super().handle_events()
+            if self.conn.their_state is not h11.IDLE:
+                self._disarm()  # headers are in; the body has its own timeouts (limits.py)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+    return HeaderDeadlineH11
 
 
 def serve(
@@ -33,6 +85,11 @@ def serve(
     max_body_mb: float = 64.0,
     log_level: str = "warning",
     loop: str = "asyncio",
+    header_timeout_s: float = 10.0,
+    keep_alive_s: int = 30,
+    body_idle_s: float = 30.0,
+    body_total_s: float = 600.0,
+    limit_concurrency: int = 1000,
 ) -> None:
     import uvicorn
 
@@ -57,6 +114,8 @@ def serve(
         rate_per_s=rate_per_s,
         rate_burst=rate_burst,
         max_body_bytes=int(max_body_mb * 1024 * 1024),
+        body_idle_s=body_idle_s,
+        body_total_s=body_total_s,
     )
     app = create_app(settings)
     # The hub imports torch/pandas (weights are verified against the module the spec builds):
@@ -66,6 +125,12 @@ def serve(
     gc.freeze()
     config = uvicorn.Config(
         app,
+        # slow clients: a header deadline per request, the keep-alive, a cap on connections
+        # plus tasks (503 beyond it), and h11's 16 KB cap on an incomplete request head
+        http=header_deadline_protocol(header_timeout_s) if header_timeout_s > 0 else "h11",
+        timeout_keep_alive=keep_alive_s,
+        limit_concurrency=limit_concurrency or None,
+        h11_max_incomplete_event_size=16 * 1024,
         host=host,
         port=port,
         log_level=log_level,
@@ -75,7 +140,6 @@ def serve(
         access_log=False,
         ssl_certfile=tls_cert,
         ssl_keyfile=tls_key,
-        timeout_keep_alive=30,
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
@@ -103,6 +167,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--max-body-mb", type=float, default=64.0)
     ap.add_argument("--log-level", default="warning")
     ap.add_argument("--loop", default="asyncio", choices=["asyncio", "uvloop", "auto"])
+    ap.add_argument("--header-timeout", type=float, default=10.0, help="s for a request's headers (0: off)")
+    ap.add_argument("--keep-alive", type=int, default=30, help="s an idle connection stays open")
+    ap.add_argument("--body-idle-timeout", type=float, default=30.0, help="s between body chunks (408)")
+    ap.add_argument("--body-timeout", type=float, default=600.0, help="s for a whole body (408)")
+    ap.add_argument("--limit-concurrency", type=int, default=1000, help="connections+tasks (503 above)")
     a = ap.parse_args(argv)
     serve(
         a.db,
@@ -118,6 +187,11 @@ def main(argv: list[str] | None = None) -> None:
         max_body_mb=a.max_body_mb,
         log_level=a.log_level,
         loop=a.loop,
+        header_timeout_s=a.header_timeout,
+        keep_alive_s=a.keep_alive,
+        body_idle_s=a.body_idle_timeout,
+        body_total_s=a.body_timeout,
+        limit_concurrency=a.limit_concurrency,
     )
 
 

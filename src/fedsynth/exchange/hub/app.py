@@ -15,6 +15,7 @@ API (all under ``/v1``; bearer tokens in ``Authorization``):
 ``GET  /v1/federations/{fed}/generators/{id}/card|weights`` silo    download (Pull)
 ``GET  /dashboard``                                         admin   read-only HTML page
 ``/v1/federations/{fed}/rounds[/{rid}[/join|withdraw|...]]`` both    federation rounds (``.rounds``)
+``POST /v1/federations/{fed}/silos/{name}/revoke|rotate``   admin   token lifecycle (``.tokens``)
 =========================================================  ======  ==================================
 """
 
@@ -27,15 +28,17 @@ from functools import partial
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from fedsynth.exchange.hub.auth import gate_resolve
 from fedsynth.exchange.hub.fastlane import cached_download
 from fedsynth.exchange.hub.rounds import rounds
 from fedsynth.exchange.hub.routes import ROUTERS
 from fedsynth.exchange.hub.settings import MEDIA, HubError, HubSettings
 from fedsynth.exchange.hub.state import HubState
+from fedsynth.exchange.hub.tokens import tokens
 from fedsynth.exchange.limits import (
+    AuthGate,
     BodyLimitMiddleware,
     PullFastLane,
-    RateLimitMiddleware,
     SecurityHeadersMiddleware,
 )
 from fedsynth.exchange.protocol import PushRefused
@@ -74,12 +77,24 @@ def create_app(settings: HubSettings) -> FastAPI:
     app.add_exception_handler(PushRefused, _refused)  # type: ignore[arg-type]
     # Flat, as `@app.get` would register them: FastAPI 0.138's include_router nests each router
     # (a second route match per request, measured at ~40 µs more per request on the pull route).
-    for router in (*ROUTERS, rounds):
+    for router in (*ROUTERS, rounds, tokens):
         app.router.routes.extend(router.routes)
-    # added innermost first: a request meets the body cap, the rate limit, the security headers,
-    # then the fast lane, and only then FastAPI's routing
+    # added innermost first: a request meets the body cap and body timeouts, the auth gate (token
+    # from the headers, rate limit by identity or address, 401 before any body is read), the
+    # security headers, then the fast lane, and only then FastAPI's routing
     app.add_middleware(PullFastLane, serve=partial(cached_download, hub), media_types=MEDIA)
     app.add_middleware(SecurityHeadersMiddleware)
-    app.add_middleware(RateLimitMiddleware, rate_per_s=settings.rate_per_s, burst=settings.rate_burst)
-    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(
+        AuthGate,
+        resolve=partial(gate_resolve, hub),
+        on_refused=hub.audit.refused,
+        rate_per_s=settings.rate_per_s,
+        burst=settings.rate_burst,
+    )
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        idle_s=settings.body_idle_s,
+        total_s=settings.body_total_s,
+    )
     return app

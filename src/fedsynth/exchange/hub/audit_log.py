@@ -5,6 +5,8 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+import time
+from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -27,10 +29,14 @@ def _clean(text: str | None, n: int) -> str | None:
 
 class AuditWriter:
     """Appends audit events from a background thread in batches (every 100 ms or 500 events),
-    so that hot read paths (pulls) never wait for a database commit. ``flush`` blocks until
+    so that hot read paths (pulls) never wait for a database commit. Unauthenticated refusals
+    are counted instead (:meth:`refused`): one row per source and minute. ``flush`` blocks until
     everything queued so far is written; shutdown flushes. A SIGKILL can lose at most the last
     batch of pull/subscribe/refusal events; push events are written in the push's transaction.
     """
+
+    #: distinct refusal sources counted per minute; beyond, they share one "(other sources)" row
+    MAX_REFUSAL_SOURCES = 1024
 
     def __init__(
         self, session_factory: sessionmaker[Session], interval: float = 0.1, batch: int = 500
@@ -40,11 +46,45 @@ class AuditWriter:
         self._interval, self._batch = interval, batch
         self._stop = threading.Event()
         self._lock = threading.Lock()
+        # (source, minute) -> [count, first detail]: unauthenticated refusals, written as one row
+        # per source and minute, so a flood of bad tokens cannot grow the append-only table
+        self._refusals: dict[tuple[str, int], list[Any]] = {}
+        self._rlock = threading.Lock()
         self._t = threading.Thread(target=self._run, name="audit-writer", daemon=True)
         self._t.start()
 
     def put(self, event: dict[str, Any]) -> None:
         self._q.put(event)
+
+    def refused(self, source: str, detail: str) -> None:
+        """Count an unauthenticated refusal (401) from ``source`` (a client address); the counts
+        are written when their minute is over, or by :meth:`flush`. O(1), never blocks."""
+        minute = int(time.time() // 60)
+        with self._rlock:
+            key = (source, minute)
+            hit = self._refusals.get(key)
+            if hit is None:
+                if len(self._refusals) >= self.MAX_REFUSAL_SOURCES:
+                    key = ("(other sources)", minute)
+                    hit = self._refusals.setdefault(key, [0, detail])
+                else:
+                    hit = self._refusals[key] = [0, detail]
+            hit[0] += 1
+
+    def _queue_refusals(self, everything: bool) -> None:
+        now = int(time.time() // 60)
+        with self._rlock:
+            done = [k for k in self._refusals if everything or k[1] < now]
+            rows = [(k, self._refusals.pop(k)) for k in done]
+        for (source, minute), (n, first) in rows:
+            at = datetime.fromtimestamp(minute * 60, UTC).strftime("%Y-%m-%d %H:%M")
+            audit(
+                self,
+                "auth",
+                "refused",
+                detail=f"{n} unauthenticated request(s) refused from {source} in the minute {at} UTC"
+                f" (first: {first[:200]})",
+            )
 
     def _drain(self) -> None:
         # one drainer at a time, so that flush() cannot return while another thread still holds
@@ -81,10 +121,16 @@ class AuditWriter:
     def _run(self) -> None:
         while not self._stop.is_set():
             self._stop.wait(self._interval)
+            self._queue_refusals(everything=False)
             self._drain()
+        self._queue_refusals(everything=True)
         self._drain()
 
     def flush(self, timeout: float = 10.0) -> None:
+        """Write everything queued so far, including the refusal counts of the current minute
+        (a later refusal in the same minute then starts a new row: rows stay bounded by the
+        number of flushes, which only admin reads trigger)."""
+        self._queue_refusals(everything=True)
         done = threading.Event()
         self._q.put(done)
         self._drain()  # write now from the calling thread rather than wait for the next tick

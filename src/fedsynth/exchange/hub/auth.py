@@ -5,7 +5,8 @@ membership). The dependencies here are what the routes declare in ``Annotated[..
 # resolves the dependency types from them
 
 import hmac
-from typing import Annotated
+import time
+from typing import Annotated, Any
 
 from fastapi import Depends, Request
 from fastapi.concurrency import run_in_threadpool
@@ -13,21 +14,29 @@ from sqlalchemy import select
 
 from fedsynth.exchange import db
 from fedsynth.exchange.hub.audit_log import audit
-from fedsynth.exchange.hub.settings import Caller, HubError, hash_token
+from fedsynth.exchange.hub.settings import TOKEN_CACHE_TTL_S, Caller, HubError, hash_token
 from fedsynth.exchange.hub.state import HubState, hub_of
 from fedsynth.exchange.hub.views import requirements_of
+from fedsynth.exchange.limits import CALLER_KEY, client_key
 from fedsynth.exchange.protocol import PushRefused, Requirements, check_name
 
 
 def identify(hub: HubState, token_hash: str, *, use_db: bool) -> Caller | None:
-    """The one token lookup: the admin token, then the per-process cache, then (only if
-    ``use_db``, which blocks) the silos table. ``None`` for an unknown token."""
+    """The one token lookup: the admin token, then the per-process cache (entries live
+    ``TOKEN_CACHE_TTL_S``: the revocation bound), then (only if ``use_db``, which blocks) the
+    silos table. ``None`` for an unknown token."""
     if hmac.compare_digest(token_hash, hub.settings.admin_token_hash):
         return Caller("admin")
+    now = time.monotonic()
     with hub.lock:
-        c = hub.tokens.get(token_hash)
-    if c is not None or not use_db:
-        return c
+        hit = hub.tokens.get(token_hash)
+        if hit is not None and hit[1] <= now:
+            del hub.tokens[token_hash]
+            hit = None
+    if hit is not None:
+        return hit[0]
+    if not use_db:
+        return None
     with hub.sessions() as s:
         row = s.execute(
             select(db.Silo.id, db.Silo.name, db.Federation.id, db.Federation.name)
@@ -38,15 +47,23 @@ def identify(hub: HubState, token_hash: str, *, use_db: bool) -> Caller | None:
         return None
     c = Caller("silo", row[0], row[1], row[2], row[3])
     with hub.lock:
-        hub.tokens[token_hash] = c
+        hub.tokens[token_hash] = (c, time.monotonic() + TOKEN_CACHE_TTL_S)
     return c
+
+
+def gate_resolve(hub: HubState, token: str, use_db: bool) -> tuple[str, Any] | None:
+    """For :class:`fedsynth.exchange.limits.AuthGate`: (rate-limit identity, caller) or None."""
+    c = identify(hub, hash_token(token), use_db=use_db)
+    if c is None:
+        return None
+    return ("admin" if c.kind == "admin" else f"silo:{c.silo_id}"), c
 
 
 def bearer(hub: HubState, request: Request) -> str:
     h = request.headers.get("authorization", "")
     scheme, _, tok = h.partition(" ")
     if scheme.lower() != "bearer" or not tok.strip():
-        audit(hub.audit, "auth", "refused", detail=f"missing bearer token on {request.url.path}")
+        hub.audit.refused(client_key(request.scope)[3:], f"missing bearer token on {request.url.path[:100]}")
         raise HubError(401, "missing bearer token", {"WWW-Authenticate": "Bearer"})
     return tok.strip()
 
@@ -54,11 +71,14 @@ def bearer(hub: HubState, request: Request) -> str:
 async def caller(request: Request) -> Caller:
     hub = hub_of(request)
     th = hash_token(bearer(hub, request))
-    c = identify(hub, th, use_db=False)
-    if c is None:  # cache miss: the DB lookup runs off the event loop
-        c = await run_in_threadpool(identify, hub, th, use_db=True)
+    if CALLER_KEY in request.scope:  # the gate already looked the token up (cache, then DB)
+        c = request.scope[CALLER_KEY]
+    else:
+        c = identify(hub, th, use_db=False)
+        if c is None:  # cache miss: the DB lookup runs off the event loop
+            c = await run_in_threadpool(identify, hub, th, use_db=True)
     if c is None:
-        audit(hub.audit, "auth", "refused", detail=f"unknown token on {request.url.path}")
+        hub.audit.refused(client_key(request.scope)[3:], f"unknown token on {request.url.path[:100]}")
         raise HubError(401, "invalid token", {"WWW-Authenticate": "Bearer"})
     return c
 

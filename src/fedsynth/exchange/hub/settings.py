@@ -13,6 +13,9 @@ CSP = "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'"
 #: Test hook (documented in docs/hub.md): seconds to sleep after the artifacts are durably stored
 #: and before the DB commit, to let the crash test SIGKILL the hub inside that window.
 FAULT_DELAY_ENV = "FEDSYNTH_HUB_FAULT_DELAY_BEFORE_COMMIT"
+#: How long a process trusts its cached token -> silo entry before asking the database again:
+#: the bound on how long a revoked or rotated token keeps working in another hub process.
+TOKEN_CACHE_TTL_S = 5.0
 
 
 def hash_token(token: str) -> str:
@@ -27,6 +30,8 @@ class HubSettings:
     max_body_bytes: int = 64 * 1024 * 1024
     rate_per_s: float = 50.0
     rate_burst: int = 200
+    body_idle_s: float = 30.0  # 408 when a body chunk takes longer than this
+    body_total_s: float = 600.0  # ... or the whole body longer than this
 
 
 @dataclass(frozen=True)

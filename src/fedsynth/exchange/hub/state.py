@@ -19,8 +19,10 @@ from fedsynth.exchange.store import BlobCache, BlobStore
 
 @dataclass
 class HubState:
-    """Per-process state. The caches hold immutable facts only (a token's silo, a federation's
-    requirements, a committed generator row), so they never need invalidating; ``lock`` guards
+    """Per-process state. The caches hold immutable facts (a federation's requirements, a
+    committed generator row), which never need invalidating, and a token's silo, which can be
+    revoked or rotated: those entries expire after ``TOKEN_CACHE_TTL_S`` (another process's
+    change is seen within that bound; this process forgets the silo at once). ``lock`` guards
     them because sync routes run on the threadpool."""
 
     settings: HubSettings
@@ -30,7 +32,7 @@ class HubState:
     audit: AuditWriter
     fault_delay: float = 0.0
     blobs: BlobCache = field(default_factory=lambda: BlobCache(max_bytes=256 * 1024 * 1024))
-    tokens: dict[str, Caller] = field(default_factory=dict)  # token hash -> silo
+    tokens: dict[str, tuple[Caller, float]] = field(default_factory=dict)  # hash -> (silo, expiry)
     federations: dict[str, tuple[int, Requirements]] = field(default_factory=dict)
     generators: dict[tuple[int, int], tuple[db.Generator, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -49,6 +51,12 @@ class HubState:
             audit=AuditWriter(sessions),
             fault_delay=float(os.environ.get(FAULT_DELAY_ENV, "0") or 0),
         )
+
+    def forget_silo(self, silo_id: int) -> None:
+        """Drop this process's cached tokens of a silo (after a revoke or rotate)."""
+        with self.lock:
+            for th in [th for th, (c, _) in self.tokens.items() if c.silo_id == silo_id]:
+                del self.tokens[th]
 
     def close(self) -> None:
         self.audit.close()  # graceful shutdown: write the queued audit events
