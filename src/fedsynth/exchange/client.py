@@ -10,12 +10,20 @@ sampled. A federation round's generator (no single silo: ``PoolEntry.silo`` is `
 Rounds: :class:`HubAdmin` opens, starts, posts the result of and aborts them; a silo's
 :class:`HubClient` joins (the hub reserves the round's ε before the silo reads any data),
 withdraws and reads them. Every answer is a :class:`RoundInfo`.
+
+Nor does it trust the hub's JSON: every answer is parsed strictly (no non-finite numbers, no
+integer of more than 30 digits, no lone surrogate, the fields a pool entry needs present and typed)
+and a malformed one raises :class:`HubAnswerError` naming the field. Downloads are streamed with
+the pool entry's announced ``size`` as a hard cap (and the card's 64 KB limit), hashed on the way:
+a hub that sends more bytes than it announced is cut off at the first excess chunk.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -24,7 +32,7 @@ from typing import Any
 
 import httpx
 
-from fedsynth.artifacts.card import ArtifactError, GeneratorCard
+from fedsynth.artifacts.card import MAX_CARD_BYTES, ArtifactError, GeneratorCard
 from fedsynth.data.schema import Schema
 from fedsynth.exchange.protocol import Requirements
 from fedsynth.exchange.rounds_protocol import RoundInfo, RoundMember
@@ -45,6 +53,116 @@ class HubError(RuntimeError):
         self.detail = detail
 
 
+class HubAnswerError(HubError):
+    """The hub's answer is malformed (not JSON, a non-finite or oversized number, a lone
+    surrogate, a missing or mistyped field); the message names the field."""
+
+    def __init__(self, detail: str, status: int = 200) -> None:
+        RuntimeError.__init__(self, f"malformed hub answer: {detail}")
+        self.status = status
+        self.detail = detail
+
+
+_MAX_INT_DIGITS = 30  # ids, sizes and counts fit in far fewer; a 400-digit one is hostile
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the hub's name rule (used in URL paths)
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class _Bad:
+    """A JSON value refused while parsing; reported with its path once the tree is built."""
+
+    def __init__(self, why: str) -> None:
+        self.why = why
+
+
+def _parse_int(t: str) -> int | _Bad:
+    if len(t.lstrip("-")) > _MAX_INT_DIGITS:
+        return _Bad(f"an integer of {len(t.lstrip('-'))} digits")
+    return int(t)
+
+
+def _parse_float(t: str) -> float | _Bad:
+    v = float(t)
+    return v if math.isfinite(v) else _Bad(f"the out-of-range number {t[:40]}")
+
+
+def _parse_constant(t: str) -> _Bad:
+    return _Bad(f"the non-finite number {t}")
+
+
+def _find_bad(x: Any, path: str) -> str | None:
+    if isinstance(x, _Bad):
+        return f"{path or 'answer'}: {x.why}"
+    if isinstance(x, str):
+        try:
+            x.encode("utf-8")
+        except UnicodeEncodeError:
+            return f"{path or 'answer'}: a string with a lone surrogate (not valid Unicode)"
+        return None
+    if isinstance(x, dict):
+        for k, v in x.items():
+            bad = _find_bad(k, f"{path}.<key>") or _find_bad(v, f"{path}.{k}" if path else str(k))
+            if bad:
+                return bad
+    elif isinstance(x, list):
+        for i, v in enumerate(x):
+            if bad := _find_bad(v, f"{path}[{i}]"):
+                return bad
+    return None
+
+
+def parse_answer(body: bytes, what: str, status: int = 200) -> Any:
+    """Strict JSON of a hub answer; :class:`HubAnswerError` naming the field otherwise."""
+    try:
+        x = json.loads(body, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
+        bad = _find_bad(x, what)
+    except (ValueError, RecursionError) as e:  # not JSON, not UTF-8, nested absurdly deep
+        raise HubAnswerError(f"{what}: not JSON ({str(e)[:200]})", status) from None
+    if bad:
+        raise HubAnswerError(bad, status)
+    return x
+
+
+def _obj(x: Any, what: str) -> dict[str, Any]:
+    if not isinstance(x, dict):
+        raise HubAnswerError(f"{what}: expected a JSON object, got {type(x).__name__}")
+    return x
+
+
+def _list(x: Any, what: str) -> list[Any]:
+    if not isinstance(x, list):
+        raise HubAnswerError(f"{what}: expected a JSON array, got {type(x).__name__}")
+    return x
+
+
+_MISSING = object()
+
+
+def _field(d: dict[str, Any], key: str, kind: str, what: str, default: Any = _MISSING) -> Any:
+    """``d[key]`` checked to be of ``kind`` (int, number, str, hex64, name, bool; ``?`` suffix:
+    null allowed)."""
+    v = d.get(key, default)
+    if v is _MISSING:
+        raise HubAnswerError(f"{what}: field {key!r} is missing")
+    if kind.endswith("?"):
+        if v is None:
+            return None
+        kind = kind[:-1]
+    ok = {
+        "int": isinstance(v, int) and not isinstance(v, bool),
+        "size": isinstance(v, int) and not isinstance(v, bool) and v >= 0,
+        "number": isinstance(v, int | float) and not isinstance(v, bool),
+        "str": isinstance(v, str),
+        "bool": isinstance(v, bool),
+        "hex64": isinstance(v, str) and _HEX64.fullmatch(v) is not None,
+        "name": isinstance(v, str) and _NAME.fullmatch(v) is not None,
+    }[kind]
+    if not ok:
+        shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
+        raise HubAnswerError(f"{what}: field {key!r} must be a {kind}, got {shown}")
+    return float(v) if kind == "number" else v
+
+
 @dataclass(frozen=True)
 class PoolEntry:
     id: int
@@ -63,10 +181,28 @@ class PoolEntry:
     round_id: int | None = None
 
     @staticmethod
-    def from_dict(d: dict[str, Any]) -> PoolEntry:
+    def from_dict(d: Any) -> PoolEntry:
+        """Parse a pool entry, every field type-checked (:class:`HubAnswerError` names the one
+        that is not); ``size`` is required: it caps the weights download."""
+        d = _obj(d, "pool entry")
+        w = f"pool entry {d.get('id')!r}" if isinstance(d.get("id"), int) else "pool entry"
         # hubs before families listed decoders only; hubs before rounds had per-silo entries only
-        d = {"family": "dp-vae/1", "scope": "silo", "round_id": None, **d}
-        return PoolEntry(**{k: d[k] for k in PoolEntry.__dataclass_fields__})
+        return PoolEntry(
+            id=_field(d, "id", "int", w),
+            silo=_field(d, "silo", "str?", w),
+            family=_field(d, "family", "str", w, "dp-vae/1"),
+            class_label=_field(d, "class_label", "str?", w),
+            epsilon=_field(d, "epsilon", "number", w),
+            delta=_field(d, "delta", "number", w),
+            accountant=_field(d, "accountant", "str", w),
+            created=_field(d, "created", "str", w),
+            size=_field(d, "size", "size", w),
+            weights_sha256=_field(d, "weights_sha256", "hex64", w),
+            card_sha256=_field(d, "card_sha256", "hex64", w),
+            push_id=_field(d, "push_id", "int", w),
+            scope=_field(d, "scope", "str", w, "silo"),
+            round_id=_field(d, "round_id", "int?", w, None),
+        )
 
     @property
     def owner(self) -> str:
@@ -83,6 +219,34 @@ class PushResult:
     generators: int
     bytes: int
     duplicate: bool
+
+    @staticmethod
+    def from_dict(d: Any) -> PushResult:
+        w = "push result"
+        d = _obj(d, w)
+        return PushResult(
+            push_id=_field(d, "push_id", "int", w),
+            content_hash=_field(d, "content_hash", "str", w),
+            epsilon=_field(d, "epsilon", "number", w),
+            delta=_field(d, "delta", "number", w),
+            generators=_field(d, "generators", "size", w),
+            bytes=_field(d, "bytes", "size", w),
+            duplicate=_field(d, "duplicate", "bool", w),
+        )
+
+
+def _requirements(x: Any) -> Requirements:
+    try:
+        return Requirements.from_dict(_obj(x, "requirements"))
+    except (ValueError, OverflowError) as e:  # ValueError includes ArtifactError (spec, schema)
+        raise HubAnswerError(f"requirements: {e}") from None
+
+
+def _round(x: Any) -> RoundInfo:
+    try:
+        return RoundInfo.from_dict(_obj(x, "round"))
+    except (KeyError, TypeError, ValueError, AttributeError, OverflowError, AssertionError) as e:
+        raise HubAnswerError(f"round: {type(e).__name__}: {e}") from None
 
 
 def _artifact_files(items: ResultArtifacts) -> list[tuple[str, tuple[str, bytes, str]]]:
@@ -101,13 +265,29 @@ def _artifact_files(items: ResultArtifacts) -> list[tuple[str, tuple[str, bytes,
     return files
 
 
+def _printable(t: str, limit: int = 2000) -> str:
+    # a refusal's reason is printed: a lone surrogate would crash the console, a megabyte flood it
+    return t[:limit].encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+_MAX_ERROR_BYTES = 65536  # of a refusal's body: its reason, not a flood
+#: No generator the client downloads may be larger than this, whatever size the hub announces.
+MAX_WEIGHTS_BYTES = 1 << 30
+
+
+def _refusal(status: int, body: bytes) -> HubError:
+    body = body[:_MAX_ERROR_BYTES]
+    try:
+        detail: Any = parse_answer(body, "error").get("detail", body.decode("utf-8", "replace"))
+    except (HubError, AttributeError):
+        detail = body.decode("utf-8", "replace")
+    text = detail if isinstance(detail, str) else json.dumps(detail, default=str)
+    return HubError(status, _printable(text))
+
+
 def _check(r: httpx.Response) -> httpx.Response:
     if r.status_code >= 400:
-        try:
-            detail = r.json().get("detail", r.text)
-        except (ValueError, AttributeError):
-            detail = r.text
-        raise HubError(r.status_code, detail if isinstance(detail, str) else json.dumps(detail))
+        raise _refusal(r.status_code, r.content)
     return r
 
 
@@ -132,6 +312,44 @@ class _Base:
         self.bytes_sent += int(r.request.headers.get("content-length", 0) or 0)
         self.bytes_received += len(r.content)
         return _check(r)
+
+    def _json(self, method: str, path: str, what: str, **kw: Any) -> Any:
+        r = self._req(method, path, **kw)
+        return parse_answer(r.content, what, r.status_code)
+
+    def _download(self, path: str, cap: int, what: str) -> tuple[bytes, str]:
+        """``(body, sha256)`` of a GET streamed with ``cap`` bytes as a hard limit: never more
+        than ``cap`` plus one network chunk is read or held, whatever the hub sends."""
+        with self._http.stream("GET", path, headers=self._headers) as r:
+            if r.status_code >= 400:
+                head = b""
+                for chunk in r.iter_bytes():
+                    head += chunk
+                    if len(head) >= _MAX_ERROR_BYTES:
+                        break
+                raise _refusal(r.status_code, head)
+            if cap > MAX_WEIGHTS_BYTES:
+                raise ArtifactError(
+                    f"{what}: announced as {cap} bytes, above the client's {MAX_WEIGHTS_BYTES}"
+                )
+            announced = r.headers.get("content-length")
+            if announced is not None and announced.isdigit() and int(announced) > cap:
+                raise ArtifactError(
+                    f"{what}: the hub announces {announced} bytes, more than the {cap} expected"
+                )
+            h = hashlib.sha256()
+            chunks: list[bytes] = []
+            n = 0
+            for chunk in r.iter_bytes():  # decoded bytes: a compressed bomb is capped as well
+                n += len(chunk)
+                self.bytes_received += len(chunk)
+                if n > cap:
+                    raise ArtifactError(f"{what}: the hub sent more than the {cap} bytes expected; aborted")
+                h.update(chunk)
+                chunks.append(chunk)
+        if n < cap and what.endswith("weights"):
+            raise ArtifactError(f"{what}: truncated ({n} of {cap} bytes)")
+        return b"".join(chunks), h.hexdigest()
 
     def close(self) -> None:
         self._http.close()
@@ -168,22 +386,30 @@ class HubAdmin(_Base):
                 "silo_epsilon_budget": silo_epsilon_budget,
             },
         )
-        return Requirements.from_dict(r.json())
+        return _requirements(parse_answer(r.content, "requirements"))
 
     def add_silo(self, federation: str, name: str) -> str:
         """Register a silo; returns its bearer token (shown only this once)."""
-        return str(
-            self._req("POST", f"/v1/federations/{federation}/silos", json={"name": name}).json()["token"]
+        d = _obj(
+            self._json("POST", f"/v1/federations/{federation}/silos", "silo", json={"name": name}), "silo"
         )
+        return str(_field(d, "token", "str", "silo"))
 
     def federations(self) -> list[Requirements]:
-        return [Requirements.from_dict(d) for d in self._req("GET", "/v1/federations").json()]
+        return [
+            _requirements(d)
+            for d in _list(self._json("GET", "/v1/federations", "federations"), "federations")
+        ]
 
     def audit(self, federation: str, limit: int = 200) -> list[dict[str, Any]]:
-        return list(self._req("GET", f"/v1/federations/{federation}/audit", params={"limit": limit}).json())
+        d = self._json("GET", f"/v1/federations/{federation}/audit", "audit", params={"limit": limit})
+        return [_obj(e, "audit event") for e in _list(d, "audit")]
 
     def pool(self, federation: str) -> list[PoolEntry]:
-        return [PoolEntry.from_dict(d) for d in self._req("GET", f"/v1/federations/{federation}/pool").json()]
+        return [
+            PoolEntry.from_dict(d)
+            for d in _list(self._json("GET", f"/v1/federations/{federation}/pool", "pool"), "pool")
+        ]
 
     # ------------------------------------------------------------ federation rounds
     def open_round(
@@ -208,23 +434,21 @@ class HubAdmin(_Base):
             body["deadline"] = deadline.isoformat()
         if spec is not None:
             body["spec"] = spec
-        return RoundInfo.from_dict(
-            self._req("POST", f"/v1/federations/{federation}/rounds", json=body).json()
-        )
+        return _round(self._json("POST", f"/v1/federations/{federation}/rounds", "round", json=body))
 
     def round(self, federation: str, round_id: int) -> RoundInfo:
-        return RoundInfo.from_dict(self._req("GET", f"/v1/federations/{federation}/rounds/{round_id}").json())
+        return _round(self._json("GET", f"/v1/federations/{federation}/rounds/{round_id}", "round"))
 
     def rounds(self, federation: str, limit: int = 20) -> list[RoundInfo]:
         """The federation's rounds, newest first."""
-        r = self._req("GET", f"/v1/federations/{federation}/rounds", params={"limit": limit})
-        return [RoundInfo.from_dict(d) for d in r.json()]
+        d = self._json("GET", f"/v1/federations/{federation}/rounds", "rounds", params={"limit": limit})
+        return [_round(x) for x in _list(d, "rounds")]
 
     def start_round(self, federation: str, round_id: int) -> RoundInfo:
         """Open → running (partition ids 0..K-1 in join order); with fewer than ``min_silos``
         members the hub expires the round instead and answers 409 (:class:`HubError`)."""
         path = f"/v1/federations/{federation}/rounds/{round_id}/start"
-        return RoundInfo.from_dict(self._req("POST", path).json())
+        return _round(self._json("POST", path, "round"))
 
     def post_round_result(
         self,
@@ -252,13 +476,12 @@ class HubAdmin(_Base):
         if report is not None:
             data["report"] = json.dumps(report, allow_nan=False)
         path = f"/v1/federations/{federation}/rounds/{round_id}/result"
-        r = self._req("POST", path, files=_artifact_files(generators), data=data)
-        return RoundInfo.from_dict(r.json())
+        return _round(self._json("POST", path, "round", files=_artifact_files(generators), data=data))
 
     def abort_round(self, federation: str, round_id: int, reason: str = "") -> RoundInfo:
         """Open or running → aborted: every reservation released, nothing charged."""
         path = f"/v1/federations/{federation}/rounds/{round_id}/abort"
-        return RoundInfo.from_dict(self._req("POST", path, json={"reason": reason[:500]}).json())
+        return _round(self._json("POST", path, "round", json={"reason": reason[:500]}))
 
 
 class HubClient(_Base):
@@ -266,19 +489,21 @@ class HubClient(_Base):
 
     def __init__(self, base_url: str, token: str, **kw: Any) -> None:
         super().__init__(base_url, token, **kw)
-        who = self._req("GET", "/v1/whoami").json()
+        who = _obj(self._json("GET", "/v1/whoami", "whoami"), "whoami")
         if who.get("kind") != "silo":
             raise HubError(403, "HubClient needs a silo token (got the admin token)")
-        self.federation: str = who["federation"]
-        self.silo: str = who["silo"]
+        # both go into URL paths: the hub's name rule, checked here too
+        self.federation: str = _field(who, "federation", "name", "whoami")
+        self.silo: str = _field(who, "silo", "name", "whoami")
         self._requirements: Requirements | None = None
 
     def subscribe(self) -> Requirements:
         """Fetch the federation's requirements (schema, decoder spec, ε/δ caps, budget)."""
-        d = self._req("GET", f"/v1/federations/{self.federation}/requirements").json()
-        self.epsilon_spent = float(d.get("epsilon_spent", 0.0))
-        self.epsilon_reserved = float(d.get("epsilon_reserved", 0.0))  # held by a round joined
-        self._requirements = Requirements.from_dict(d)
+        w = "requirements"
+        d = _obj(self._json("GET", f"/v1/federations/{self.federation}/requirements", w), w)
+        self.epsilon_spent = _field(d, "epsilon_spent", "number", w, 0.0)
+        self.epsilon_reserved = _field(d, "epsilon_reserved", "number", w, 0.0)  # held by a round joined
+        self._requirements = _requirements(d)
         return self._requirements
 
     @property
@@ -292,7 +517,7 @@ class HubClient(_Base):
 
     def push_raw(self, files: list[tuple[str, tuple[str, bytes, str]]]) -> PushResult:
         r = self._req("POST", f"/v1/federations/{self.federation}/pushes", files=files)
-        return PushResult(**r.json())
+        return PushResult.from_dict(parse_answer(r.content, "push result", r.status_code))
 
     # ------------------------------------------------------------ federation rounds
     def join_round(self, round_id: int) -> RoundInfo:
@@ -301,38 +526,39 @@ class HubClient(_Base):
         and otherwise reserves the round's ε. Joining twice is a no-op. The answer carries the
         round's family, spec, schema, ε, δ, min_silos, deadline and status."""
         path = f"/v1/federations/{self.federation}/rounds/{round_id}/join"
-        return RoundInfo.from_dict(self._req("POST", path).json())
+        return _round(self._json("POST", path, "round"))
 
     def withdraw(self, round_id: int, reason: str = "") -> RoundInfo:
         """Leave a round that is still open (e.g. the local data check failed): the reservation is
         released, nothing is charged."""
         path = f"/v1/federations/{self.federation}/rounds/{round_id}/withdraw"
-        return RoundInfo.from_dict(self._req("POST", path, json={"reason": reason[:500]}).json())
+        return _round(self._json("POST", path, "round", json={"reason": reason[:500]}))
 
     def round(self, round_id: int) -> RoundInfo:
         """A round of this silo's federation (this silo's own partition id once started)."""
         path = f"/v1/federations/{self.federation}/rounds/{round_id}"
-        return RoundInfo.from_dict(self._req("GET", path).json())
+        return _round(self._json("GET", path, "round"))
 
     def rounds(self, limit: int = 20) -> list[RoundInfo]:
-        r = self._req("GET", f"/v1/federations/{self.federation}/rounds", params={"limit": limit})
-        return [RoundInfo.from_dict(d) for d in r.json()]
+        d = self._json("GET", f"/v1/federations/{self.federation}/rounds", "rounds", params={"limit": limit})
+        return [_round(x) for x in _list(d, "rounds")]
 
     def list_pool(self, exclude_silos: tuple[str, ...] | list[str] = ()) -> list[PoolEntry]:
         params = [("exclude_silo", s) for s in exclude_silos]
-        r = self._req("GET", f"/v1/federations/{self.federation}/pool", params=params)
-        return [PoolEntry.from_dict(d) for d in r.json()]
+        d = self._json("GET", f"/v1/federations/{self.federation}/pool", "pool", params=params)
+        return [PoolEntry.from_dict(x) for x in _list(d, "pool")]
 
     def download(self, entry: PoolEntry) -> tuple[bytes, bytes]:
-        """(card bytes, weights bytes), each verified against the hashes the pool advertises."""
+        """(card bytes, weights bytes), each verified against the hashes the pool advertises; the
+        weights are capped at the entry's announced ``size``, the card at the card size limit."""
         base = f"/v1/federations/{self.federation}/generators/{entry.id}"
-        card_b = self._req("GET", f"{base}/card").content
-        if hashlib.sha256(card_b).hexdigest() != entry.card_sha256:
+        card_b, card_h = self._download(f"{base}/card", MAX_CARD_BYTES, f"generator {entry.id}: card")
+        if card_h != entry.card_sha256:
             raise ArtifactError(
                 f"generator {entry.id}: card does not match its sha256 (tampered in transit?)"
             )
-        w = self._req("GET", f"{base}/weights").content
-        if hashlib.sha256(w).hexdigest() != entry.weights_sha256:
+        w, w_h = self._download(f"{base}/weights", entry.size, f"generator {entry.id}: weights")
+        if w_h != entry.weights_sha256:
             raise ArtifactError(f"generator {entry.id}: weights do not match their sha256")
         return card_b, w
 
@@ -374,6 +600,7 @@ class HubClient(_Base):
 
 __all__ = [
     "HubAdmin",
+    "HubAnswerError",
     "HubClient",
     "HubError",
     "PoolEntry",

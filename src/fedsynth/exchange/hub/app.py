@@ -42,6 +42,7 @@ from fedsynth.exchange.limits import (
     SecurityHeadersMiddleware,
 )
 from fedsynth.exchange.protocol import PushRefused
+from fedsynth.exchange.store import gc_in_background
 
 
 async def _hub_error(_req: Request, e: HubError) -> JSONResponse:
@@ -54,6 +55,7 @@ async def _refused(_req: Request, e: PushRefused) -> JSONResponse:
 
 def create_app(settings: HubSettings) -> FastAPI:
     hub = HubState.build(settings)
+    gc_in_background(hub.engine, hub.store)  # orphans of refused/crashed pushes (issue 12, 7)
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI) -> AsyncIterator[None]:
