@@ -19,54 +19,66 @@ ADMIN_TOKEN_ENV = "FEDSYNTH_HUB_ADMIN_TOKEN"
 
 
 def header_deadline_protocol(timeout_s: float) -> type[asyncio.Protocol]:
-    """uvicorn's h11 protocol with a deadline for the request line and headers.
+    """uvicorn's HTTP protocol with a deadline for the request line and headers.
 
     uvicorn has no header timeout: its keep-alive timer is cancelled by any byte received, so a
     client sending one header byte per second holds its connection (and a ``limit_concurrency``
     slot) forever. Here a new connection, and each later request on a kept-alive one from its
     first byte, must deliver complete headers within ``timeout_s`` or the connection is closed
-    (an idle kept-alive connection is left to uvicorn's keep-alive timer).
+    (an idle kept-alive connection is left to uvicorn's keep-alive timer). Built on httptools
+    when it is installed (what uvicorn's "auto" picks: h11 costs ~90 µs more CPU per request),
+    else on h11.
     """
-    import h11
-    from uvicorn.protocols.http.h11_impl import H11Protocol
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as Base
+    except ImportError:  # no httptools: uvicorn's pure-Python h11 protocol
+        from uvicorn.protocols.http.h11_impl import H11Protocol as Base  # type: ignore[assignment]
 
-    class HeaderDeadlineH11(H11Protocol):
+    class HeaderDeadline(Base):
         _deadline: asyncio.TimerHandle | None = None
+        _waiting = True  # no complete request head yet in this cycle
 
         def _arm(self) -> None:
-            self._disarm()
+            if self._deadline is not None:
+                self._deadline.cancel()
+            self._waiting = True
             self._deadline = self.loop.call_later(timeout_s, self._expired)
 
         def _disarm(self) -> None:
+            self._waiting = False
             if self._deadline is not None:
                 self._deadline.cancel()
                 self._deadline = None
 
         def _expired(self) -> None:
             self._deadline = None
-            # still waiting for this cycle's headers (IDLE: no complete request parsed yet)
-            if self.conn.their_state is h11.IDLE and not self.transport.is_closing():
+            if self._waiting and not self.transport.is_closing():
                 self.transport.close()
 
-        def connection_made(self, transport: asyncio.BaseTransport) -> None:
-            super().connection_made(transport)  # type: ignore[arg-type]
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
             self._arm()
 
         def data_received(self, data: bytes) -> None:
-            if self._deadline is None and self.conn.their_state is h11.IDLE:
+            if self._deadline is None and not self._in_request():
                 self._arm()  # the first byte of the next request on a kept-alive connection
             super().data_received(data)
-
-        def handle_events(self) -> None:
-            super().handle_events()
-            if self.conn.their_state is not h11.IDLE:
+            if self._deadline is not None and self._head_done():
                 self._disarm()  # headers are in; the body has its own timeouts (limits.py)
+
+        def _in_request(self) -> bool:
+            return self.cycle is not None and not self.cycle.response_complete
+
+        def _head_done(self) -> bool:
+            # a request cycle exists once the parser has seen the whole head (both protocols
+            # create it on "headers complete")
+            return self._in_request()
 
         def connection_lost(self, exc: Exception | None) -> None:
             self._disarm()
             super().connection_lost(exc)
 
-    return HeaderDeadlineH11
+    return HeaderDeadline
 
 
 def serve(
@@ -127,7 +139,7 @@ def serve(
         app,
         # slow clients: a header deadline per request, the keep-alive, a cap on connections
         # plus tasks (503 beyond it), and h11's 16 KB cap on an incomplete request head
-        http=header_deadline_protocol(header_timeout_s) if header_timeout_s > 0 else "h11",
+        http=header_deadline_protocol(header_timeout_s) if header_timeout_s > 0 else "auto",
         timeout_keep_alive=keep_alive_s,
         limit_concurrency=limit_concurrency or None,
         h11_max_incomplete_event_size=16 * 1024,
