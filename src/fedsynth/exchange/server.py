@@ -138,7 +138,7 @@ def serve(
     config = uvicorn.Config(
         app,
         # slow clients: a header deadline per request, the keep-alive, a cap on connections
-        # plus tasks (503 beyond it), and h11's 16 KB cap on an incomplete request head
+        # plus tasks (503 beyond it), and (under h11) a 16 KB cap on an incomplete request head
         http=header_deadline_protocol(header_timeout_s) if header_timeout_s > 0 else "auto",
         timeout_keep_alive=keep_alive_s,
         limit_concurrency=limit_concurrency or None,
