@@ -351,3 +351,43 @@ def test_jsonsafe_keeps_ordinary_values() -> None:
 
     v = {"seed": 2**63 - 1, "neg": -(2**63 - 1), "x": 1.5e300, "s": "héllo ✓", "l": [True, None]}
     assert jsonsafe.loads(json.dumps(v), "x") == v
+
+
+def test_a_federation_created_with_allow_legacy_cards_accepts_them_over_http(env: dict) -> None:
+    """The per-federation switch end to end: create-federation stores it, the push path reads it."""
+    adm = env["admin"]
+    req = adm.create_federation(
+        "legacyok", env["schema"], vae_fams(env["spec"]), max_epsilon=1.5, max_delta=1e-5,
+        silo_epsilon_budget=3.0, allow_legacy_cards=True,
+    )  # fmt: skip
+    assert req.allow_legacy_cards is True
+    tok = adm.add_silo("legacyok", "s1")
+    files = [
+        ("cards", ("c.json", json.dumps(_legacy_card(env)).encode(), "application/json")),
+        ("weights", ("class-0.safetensors", env["weights"], "application/octet-stream")),
+    ]
+    r = httpx.post(
+        f"{env['hub'].url}/v1/federations/legacyok/pushes", files=files,
+        headers={"Authorization": f"Bearer {tok}"}, timeout=30,
+    )  # fmt: skip
+    assert r.status_code == 201, r.text
+    # the default federation still refuses the same card
+    assert _push_card_text(env, json.dumps(_legacy_card(env))).status_code == 422
+
+
+def test_middleware_refusals_carry_the_security_headers(env: dict) -> None:
+    """401 from the auth gate and 413 from the body cap are answered outside the app: they must
+    still carry the headers every other response has (issue 12, item 13)."""
+    import socket
+    from urllib.parse import urlparse
+
+    r = httpx.post(f"{env['hub'].url}/v1/federations/inp/pushes", content=b"x", timeout=10)
+    assert r.status_code == 401 and r.headers.get("x-content-type-options") == "nosniff"
+    u = urlparse(env["hub"].url)
+    with socket.create_connection((u.hostname, u.port), timeout=10) as s:
+        s.sendall(
+            b"POST /v1/federations/inp/pushes HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+            + env["token"].encode() + b"\r\nContent-Length: 999999999999\r\n\r\n"
+        )  # fmt: skip
+        head = s.recv(4096).decode("latin-1").lower()
+    assert " 413 " in head.split("\r\n")[0] and "x-content-type-options: nosniff" in head

@@ -373,19 +373,19 @@ class HubAdmin(_Base):
         max_epsilon: float = 1.5,
         max_delta: float = 1e-5,
         silo_epsilon_budget: float = 3.0,
+        allow_legacy_cards: bool = False,
     ) -> Requirements:
-        r = self._req(
-            "POST",
-            "/v1/federations",
-            json={
-                "name": name,
-                "schema": schema.to_dict(),
-                "families": [{"kind": k, "spec": v} for k, v in families.items()],
-                "max_epsilon": max_epsilon,
-                "max_delta": max_delta,
-                "silo_epsilon_budget": silo_epsilon_budget,
-            },
-        )
+        body: dict[str, Any] = {
+            "name": name,
+            "schema": schema.to_dict(),
+            "families": [{"kind": k, "spec": v} for k, v in families.items()],
+            "max_epsilon": max_epsilon,
+            "max_delta": max_delta,
+            "silo_epsilon_budget": silo_epsilon_budget,
+        }
+        if allow_legacy_cards:  # sent only when set: older hubs refuse unknown fields
+            body["allow_legacy_cards"] = True
+        r = self._req("POST", "/v1/federations", json=body)
         return _requirements(parse_answer(r.content, "requirements"))
 
     def add_silo(self, federation: str, name: str) -> str:

@@ -81,11 +81,11 @@ def create_app(settings: HubSettings) -> FastAPI:
     # (a second route match per request, measured at ~40 µs more per request on the pull route).
     for router in (*ROUTERS, rounds, tokens):
         app.router.routes.extend(router.routes)
-    # added innermost first: a request meets the body cap and body timeouts, the auth gate (token
-    # from the headers, rate limit by identity or address, 401 before any body is read), the
-    # security headers, then the fast lane, and only then FastAPI's routing
+    # added innermost first: a request meets the security headers (outermost, so the gate's and the
+    # body cap's own 401/408/413/429 carry them too), the body cap and body timeouts, the auth gate
+    # (token from the headers, rate limit by identity or address, 401 before any body is read),
+    # then the fast lane, and only then FastAPI's routing
     app.add_middleware(PullFastLane, serve=partial(cached_download, hub), media_types=MEDIA)
-    app.add_middleware(SecurityHeadersMiddleware)
     app.add_middleware(
         AuthGate,
         resolve=partial(gate_resolve, hub),
@@ -99,4 +99,5 @@ def create_app(settings: HubSettings) -> FastAPI:
         idle_s=settings.body_idle_s,
         total_s=settings.body_total_s,
     )
+    app.add_middleware(SecurityHeadersMiddleware)
     return app

@@ -77,7 +77,9 @@ def create_federation(hub: Hub, body: CreateFederation, _: AdminDep) -> dict[str
         body.data_schema, families_d, body.max_epsilon, body.max_delta, body.silo_epsilon_budget
     )
     sd = schema.to_dict()
-    pd_ = {"families": [{"kind": k, "spec": v} for k, v in families.items()]}
+    pd_: dict[str, Any] = {"families": [{"kind": k, "spec": v} for k, v in families.items()]}
+    if body.allow_legacy_cards:
+        pd_["allow_legacy_cards"] = True
     if "\\u0000" in json.dumps([sd, pd_]):  # PostgreSQL JSON cannot hold NUL characters
         raise PushRefused("schema and spec may not contain NUL characters")
     try:

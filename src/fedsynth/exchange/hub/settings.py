@@ -52,6 +52,8 @@ class CreateFederation(BaseModel):
     max_epsilon: float = Field(gt=0)
     max_delta: float = Field(gt=0, lt=1)
     silo_epsilon_budget: float = Field(gt=0)
+    # accept cards written before claims carried their parameters (their ε cannot be re-derived)
+    allow_legacy_cards: bool = False
 
 
 class AddSilo(BaseModel):
