@@ -13,6 +13,7 @@ import pytest
 
 SRC = Path(__file__).resolve().parents[1] / "src" / "fedsynth"
 LAYERS: dict[str, int] = {
+    "jsonsafe": -1,  # the one strict JSON check of untrusted input: no fedsynth imports at all
     "privacy": 0,  # accountants, claims, targets: no fedsynth imports at all
     "data": 0,  # schema, encoders, datasets, partitions
     "secagg": 1,  # the secure-sum contract and its implementations
@@ -33,6 +34,8 @@ def _imports(path: Path) -> list[tuple[int, str]]:
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("fedsynth."):
             out.append((node.lineno, node.module))
+        elif isinstance(node, ast.ImportFrom) and node.module == "fedsynth":  # from fedsynth import x
+            out += [(node.lineno, f"fedsynth.{a.name}") for a in node.names]
         elif isinstance(node, ast.Import):
             out += [(node.lineno, a.name) for a in node.names if a.name.startswith("fedsynth.")]
     return out
