@@ -376,6 +376,9 @@ def test_download_of_the_right_size_with_a_wrong_hash(fake: FakeHub) -> None:
 
 HOSTILE_POOLS = [
     ('[{"id": 1' + "9" * 400 + "}]", "pool[0].id: an integer of 401 digits"),
+    # one limit with fedsynth.jsonsafe (what the hub accepts): |n| <= 2**63 - 1
+    ('[{"id": ' + str(2**63) + "}]", r"pool[0].id: an out-of-range integer (|n| > 2**63 - 1)"),
+    ('[{"id": -' + "1" * 20 + "}]", "pool[0].id: an integer of 20 digits"),
     (json.dumps([_entry(size=None)]).replace('"size": null, ', ""), "field 'size' is missing"),
     (json.dumps([_entry()]).replace('"epsilon": 1.0', '"epsilon": NaN'), "pool[0].epsilon: the non-finite"),
     (

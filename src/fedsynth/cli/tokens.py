@@ -1,13 +1,14 @@
 """CLI for the silo token lifecycle: ``fedsynth hub revoke-silo`` / ``fedsynth hub rotate-token``.
 
-Thin: the two admin endpoints of :mod:`fedsynth.exchange.hub.tokens`, called through
-``HubAdmin._req`` (the client's typed methods live in :mod:`fedsynth.exchange.client`)."""
+Thin: both talk HTTP to the hub's two admin endpoints (:mod:`fedsynth.exchange.hub.tokens`)
+through the client's typed methods :meth:`~fedsynth.exchange.client.HubAdmin.revoke_silo` and
+:meth:`~fedsynth.exchange.client.HubAdmin.rotate_token`, whose answers are parsed strictly
+(a malformed one is a :class:`~fedsynth.exchange.answers.HubAnswerError`, exit 2)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
-from urllib.parse import quote
+from typing import TYPE_CHECKING
 
 import typer
 
@@ -16,15 +17,14 @@ from fedsynth.cli.common import console
 from fedsynth.cli.hub import ADMIN_TOKEN_ENV, HUB_HELP, _admin_token, _run, _verify
 from fedsynth.cli.tables import out
 
-
-def _call(
-    hub: str, admin_token: str | None, ca_cert: Path | None, federation: str, name: str, op: str
-) -> Any:
+if TYPE_CHECKING:
     from fedsynth.exchange.client import HubAdmin
 
-    path = f"/v1/federations/{quote(federation, safe='')}/silos/{quote(name, safe='')}/{op}"
-    with HubAdmin(hub, _admin_token(admin_token), verify=_verify(ca_cert)) as adm:
-        return adm._req("POST", path).json()
+
+def _admin(hub: str, admin_token: str | None, ca_cert: Path | None) -> HubAdmin:
+    from fedsynth.exchange.client import HubAdmin
+
+    return HubAdmin(hub, _admin_token(admin_token), verify=_verify(ca_cert))
 
 
 @hub_app.command("revoke-silo")
@@ -38,10 +38,11 @@ def revoke_silo_cmd(
     """Revoke a silo's token (its pushes stay in the pool; rotate-token issues a new one)."""
 
     def go() -> None:
-        r = _call(hub, admin_token, ca_cert, federation, name, "revoke")
+        with _admin(hub, admin_token, ca_cert) as adm:
+            within_s = adm.revoke_silo(federation, name)
         console.print(
             f"silo {name!r} of {federation!r} revoked: its token is refused by every hub process "
-            f"within {r['effective_within_s']:g} s; its pushes stay in the pool"
+            f"within {within_s:g} s; its pushes stay in the pool"
         )
 
     _run(go)
@@ -58,11 +59,12 @@ def rotate_token_cmd(
     """Give a silo a new token and print it (shown only once); the old one stops working."""
 
     def go() -> None:
-        r = _call(hub, admin_token, ca_cert, federation, name, "rotate")
+        with _admin(hub, admin_token, ca_cert) as adm:
+            token = adm.rotate_token(federation, name)
         console.print(
             f"silo {name!r} of {federation!r}: new token (shown only once; the old one is refused "
-            f"within {r['effective_within_s']:g} s):"
+            "by every hub process within seconds):"
         )
-        out.print(r["token"], highlight=False, soft_wrap=True)
+        out.print(token, highlight=False, soft_wrap=True)
 
     _run(go)

@@ -1,8 +1,10 @@
 """Strict parsing of the hub's answers (the client half of "verify, don't trust").
 
-Every answer is parsed with no non-finite numbers, no integer of more than 30 digits and no lone
-surrogate, and each field a client reads is checked for presence and type; a malformed answer
-raises :class:`HubAnswerError` naming the field. :class:`HubError` is a refusal (HTTP ≥ 400).
+Every answer is parsed with no non-finite numbers, no integer beyond :data:`fedsynth.jsonsafe.MAX_INT`
+(the limit the hub applies to what it accepts: one limit on both sides) and no lone surrogate, and
+each field a client reads is checked for presence and type (:func:`obj`, :func:`array`,
+:func:`field`); a malformed answer raises :class:`HubAnswerError` naming the field.
+:class:`HubError` is a refusal (HTTP ≥ 400).
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import json
 import math
 import re
 from typing import Any
+
+from fedsynth.exchange.protocol import NAME_RE
+from fedsynth.jsonsafe import MAX_INT
 
 
 class HubError(RuntimeError):
@@ -32,8 +37,9 @@ class HubAnswerError(HubError):
         self.detail = detail
 
 
-_MAX_INT_DIGITS = 30  # ids, sizes and counts fit in far fewer; a 400-digit one is hostile
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")  # the hub's name rule (used in URL paths)
+# an integer with more digits than MAX_INT is refused before int() parses it (a 400-digit one is
+# hostile); one with as many is parsed and compared with MAX_INT
+_MAX_INT_DIGITS = len(str(MAX_INT))
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -45,9 +51,11 @@ class _Bad:
 
 
 def _parse_int(t: str) -> int | _Bad:
-    if len(t.lstrip("-")) > _MAX_INT_DIGITS:
-        return _Bad(f"an integer of {len(t.lstrip('-'))} digits")
-    return int(t)
+    digits = len(t.lstrip("-"))
+    if digits > _MAX_INT_DIGITS:
+        return _Bad(f"an integer of {digits} digits")
+    v = int(t)
+    return v if abs(v) <= MAX_INT else _Bad("an out-of-range integer (|n| > 2**63 - 1)")
 
 
 def _parse_float(t: str) -> float | _Bad:
@@ -92,13 +100,13 @@ def parse_answer(body: bytes, what: str, status: int = 200) -> Any:
     return x
 
 
-def _obj(x: Any, what: str) -> dict[str, Any]:
+def obj(x: Any, what: str) -> dict[str, Any]:
     if not isinstance(x, dict):
         raise HubAnswerError(f"{what}: expected a JSON object, got {type(x).__name__}")
     return x
 
 
-def _list(x: Any, what: str) -> list[Any]:
+def array(x: Any, what: str) -> list[Any]:
     if not isinstance(x, list):
         raise HubAnswerError(f"{what}: expected a JSON array, got {type(x).__name__}")
     return x
@@ -107,7 +115,7 @@ def _list(x: Any, what: str) -> list[Any]:
 _MISSING = object()
 
 
-def _field(d: dict[str, Any], key: str, kind: str, what: str, default: Any = _MISSING) -> Any:
+def field(d: dict[str, Any], key: str, kind: str, what: str, default: Any = _MISSING) -> Any:
     """``d[key]`` checked to be of ``kind`` (int, number, str, hex64, name, bool; ``?`` suffix:
     null allowed)."""
     v = d.get(key, default)
@@ -124,9 +132,12 @@ def _field(d: dict[str, Any], key: str, kind: str, what: str, default: Any = _MI
         "str": isinstance(v, str),
         "bool": isinstance(v, bool),
         "hex64": isinstance(v, str) and _HEX64.fullmatch(v) is not None,
-        "name": isinstance(v, str) and _NAME.fullmatch(v) is not None,
+        "name": isinstance(v, str) and NAME_RE.fullmatch(v) is not None,
     }[kind]
     if not ok:
         shown = repr(v) if len(repr(v)) <= 60 else repr(v)[:57] + "..."
         raise HubAnswerError(f"{what}: field {key!r} must be a {kind}, got {shown}")
     return float(v) if kind == "number" else v
+
+
+__all__ = ["HubAnswerError", "HubError", "array", "field", "obj", "parse_answer"]

@@ -27,19 +27,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
 from fedsynth.artifacts.card import MAX_CARD_BYTES, ArtifactError, GeneratorCard
 from fedsynth.data.schema import Schema
-from fedsynth.exchange.answers import (
-    HubAnswerError,
-    HubError,
-    _field,
-    _list,
-    _obj,
-    parse_answer,
-)
+from fedsynth.exchange.answers import HubAnswerError, HubError, parse_answer
+from fedsynth.exchange.answers import array as _list
+from fedsynth.exchange.answers import field as _field
+from fedsynth.exchange.answers import obj as _obj
 from fedsynth.exchange.protocol import Requirements
 from fedsynth.exchange.rounds_protocol import RoundInfo, RoundMember
 from fedsynth.generators.base import Generator, GeneratorSet
@@ -281,6 +278,28 @@ class HubAdmin(_Base):
             self._json("POST", f"/v1/federations/{federation}/silos", "silo", json={"name": name}), "silo"
         )
         return str(_field(d, "token", "str", "silo"))
+
+    def revoke_silo(self, federation: str, name: str) -> float:
+        """Revoke a silo's token (its pushes stay in the pool; :meth:`rotate_token` gives it a
+        new one). Returns the bound, in seconds, within which every hub process refuses it."""
+        d = self._token_op(federation, name, "revoke")
+        if _field(d, "revoked", "bool", "revoke") is not True:
+            raise HubAnswerError("revoke: field 'revoked' is not true")
+        return float(_field(d, "effective_within_s", "number", "revoke"))
+
+    def rotate_token(self, federation: str, name: str) -> str:
+        """Give a silo a new bearer token and return it (shown only this once); the old one is
+        refused by every hub process within the bound :meth:`revoke_silo` returns."""
+        d = self._token_op(federation, name, "rotate")
+        _field(d, "effective_within_s", "number", "rotate")
+        token = str(_field(d, "token", "str", "rotate"))
+        if not token:
+            raise HubAnswerError("rotate: field 'token' is empty")
+        return token
+
+    def _token_op(self, federation: str, name: str, op: str) -> dict[str, Any]:
+        path = f"/v1/federations/{quote(federation, safe='')}/silos/{quote(name, safe='')}/{op}"
+        return _obj(self._json("POST", path, op), op)
 
     def federations(self) -> list[Requirements]:
         return [

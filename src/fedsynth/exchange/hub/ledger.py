@@ -42,13 +42,20 @@ def _existing(hub: HubState, silo_id: int | None, content_hash: str) -> db.Push 
         ).scalar_one_or_none()
 
 
-def _store_artifacts(hub: HubState, vp: ValidatedPush) -> None:
-    """Step 1 of every upload: artifacts durable in the store (temp file, fsync, atomic rename)
-    before any row points at them; a crash after this leaves only unreferenced blobs."""
+def _put_blobs(hub: HubState, vp: ValidatedPush) -> None:
+    """Every card and weight file of ``vp`` in the store. A blob already on disk is verified by
+    :meth:`BlobStore.put` (size, then hash): an intact one is not rewritten (only its mtime is
+    refreshed, for gc), a corrupted or missing one is replaced by these bytes."""
     for g in vp.generators:
         hub.store.put(g.weights)
         hub.store.put(g.card_bytes)
-    if hub.fault_delay > 0:
+
+
+def _store_artifacts(hub: HubState, vp: ValidatedPush) -> None:
+    """Step 1 of every upload: artifacts durable in the store (temp file, fsync, atomic rename)
+    before any row points at them; a crash after this leaves only unreferenced blobs."""
+    _put_blobs(hub, vp)
+    if hub.fault_delay > 0:  # the crash tests' window between the store and the commit
         time.sleep(hub.fault_delay)
 
 
@@ -96,6 +103,10 @@ def commit_push(
     and re-raised as :class:`PushRefused`."""
     dup = _existing(hub, c.silo_id, vp.content_hash)
     if dup is not None:
+        # the silo has just sent the right bytes: the store verifies its copies and replaces any
+        # that rotted on disk (bit flip, truncation, deleted), so a repeated push repairs a blob
+        # that pulls would otherwise refuse; intact blobs are not rewritten
+        _put_blobs(hub, vp)
         audit(
             hub.audit,
             "push",
@@ -104,7 +115,7 @@ def commit_push(
             silo=c.silo,
             sha256=vp.content_hash,
             epsilon=0.0,
-            detail=f"repeat of push {dup.id}; nothing stored, nothing charged",
+            detail=f"repeat of push {dup.id}; blobs verified, nothing charged",
         )
         return push_result(dup, duplicate=True), False
     _store_artifacts(hub, vp)
