@@ -106,7 +106,30 @@ def test_dp_schema_option(data_csv: Path, tmp_path: Path):
     assert r.exit_code == 0, r.output
     m = json.loads((tmp_path / "g" / "manifest.json").read_text())
     assert m["schema"]["source"] == "dp" and m["schema"]["dp_epsilon"] == 0.5
+    assert m["schema"]["dp_delta"] == 1e-6
     assert "+ DP schema" in flat(r)
+    # every card carries the schema's (ε, δ): the silo's total for that generator
+    from fedsynth.generators.io import read_generator_set
+
+    _, gens = read_generator_set(tmp_path / "g")
+    assert gens and all(
+        g.card.schema_privacy is not None
+        and (g.card.schema_privacy.epsilon, g.card.schema_privacy.delta) == (0.5, 1e-6)
+        and g.card.total_epsilon == pytest.approx(g.card.epsilon + 0.5)
+        for g in gens
+    )
+    total = max(g.card.epsilon for g in gens) + 0.5  # per-class cards: max over classes, + schema
+    assert f"{total:.4f}" in flat(r)
+    # a float column of integral values (age) is not marked integer: integrality is private
+    assert m["schema"]["columns"][0]["name"] == "age" and m["schema"]["columns"][0]["integer"] is False
+
+
+def test_declared_schema_cards_carry_no_schema_cost(gens: Path):
+    from fedsynth.generators.io import read_generator_set
+
+    _, loaded = read_generator_set(gens)
+    assert all(g.card.schema_privacy is None for g in loaded)
+    assert all("schema_privacy" not in p.read_text() for p in gens.glob("gen-*.json"))
 
 
 @pytest.mark.parametrize(

@@ -197,6 +197,11 @@ def test_schema_dp_epsilon_is_stored_as_standard_json(env: dict) -> None:
     """A finite dp_epsilon round-trips; the federation list is strict JSON (no ``Infinity``)."""
     body = _fed_body(env, "dpfed")
     body["schema"]["dp_epsilon"] = 0.5
+    # a dp_epsilon only on a DP schema, and a DP schema names the silos whose rows it used
+    _assert_422(_post(env, "/v1/federations", json.dumps(body)), "dp_epsilon")
+    body["schema"]["source"] = "dp"
+    _assert_422(_post(env, "/v1/federations", json.dumps(body)), "schema_silos")
+    body.update(schema_silos=["s1"], silo_epsilon_budget=1.5)
     assert _post(env, "/v1/federations", json.dumps(body)).status_code == 201
     r = httpx.get(
         env["hub"].url + "/v1/federations", headers={"Authorization": f"Bearer {env['hub'].admin_token}"}

@@ -8,6 +8,12 @@ parameter needed to recompute ε, and the sha256 of the tensors file. This modul
 family: it parses and checks the card's shape only; what a spec or structure means is the
 family's business (:mod:`fedsynth.generators.base`).
 
+A card may also carry ``schema_privacy``: the (ε, δ) its silo spent estimating the schema under DP
+(:mod:`fedsynth.data.dp_schema`) from the same rows the generator was trained on. The two compose
+sequentially: the silo's total for this generator is ``privacy.epsilon + schema_privacy.epsilon``
+(:attr:`GeneratorCard.total_epsilon`). The field is written only when present, so a card without
+it has exactly the bytes (and hashes) it had before the field existed; the format is unchanged.
+
 Cards of format ``fedsynth-decoder/1`` (before families existed: always a β-VAE decoder, a bare
 (ε, δ, accountant) claim) still load: :meth:`GeneratorCard.from_json` migrates them one way to
 the current format (family ``dp-vae/1``, a ``legacy`` claim).
@@ -58,6 +64,46 @@ def _clean_str(v: Any, what: str, n: int = 256) -> str:
     return v
 
 
+def _number(v: Any, what: str) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v):
+        raise ArtifactError(f"card field {what!r} must be a finite number, got {v!r}")
+    return float(v)
+
+
+@dataclass(frozen=True)
+class SchemaPrivacy:
+    """The (ε, δ) a silo spent estimating the (DP) schema a generator was trained for."""
+
+    epsilon: float
+    delta: float = 0.0
+
+    def __post_init__(self) -> None:
+        eps = _number(self.epsilon, "schema_privacy.epsilon")
+        dl = _number(self.delta, "schema_privacy.delta")
+        if eps <= 0:
+            raise ArtifactError(
+                f"card schema_privacy.epsilon must be > 0, got {eps:g} (omit the field instead)"
+            )
+        if not (0 <= dl < 1):
+            raise ArtifactError(f"card schema_privacy.delta must be in [0, 1), got {dl:g}")
+
+    def to_dict(self) -> dict[str, float]:
+        return {"epsilon": float(self.epsilon), "delta": float(self.delta)}
+
+    @staticmethod
+    def from_dict(d: Any) -> SchemaPrivacy:
+        if not isinstance(d, dict):
+            raise ArtifactError("card field 'schema_privacy' must be an object {epsilon, delta}")
+        extra = sorted(set(d) - {"epsilon", "delta"})
+        if extra:
+            raise ArtifactError(f"card field 'schema_privacy' has unknown keys {extra}")
+        if "epsilon" not in d or "delta" not in d:
+            raise ArtifactError("card field 'schema_privacy' needs both 'epsilon' and 'delta'")
+        return SchemaPrivacy(
+            _number(d["epsilon"], "schema_privacy.epsilon"), _number(d["delta"], "schema_privacy.delta")
+        )
+
+
 @dataclass(frozen=True)
 class GeneratorCard:
     family: str
@@ -71,6 +117,8 @@ class GeneratorCard:
     created: str = field(default_factory=_now)
     format: str = CARD_FORMAT
     library: str = "fedsynth"
+    #: the DP schema estimation's cost at the pushing silo (None: the schema cost nothing)
+    schema_privacy: SchemaPrivacy | None = None
 
     # the claim's headline numbers, for readers that need only these
     @property
@@ -85,8 +133,19 @@ class GeneratorCard:
     def accountant(self) -> str:
         return self.privacy.accountant
 
+    # the silo's total for this generator: training plus the DP schema (sequential composition)
+    @property
+    def total_epsilon(self) -> float:
+        sp = self.schema_privacy
+        return self.privacy.epsilon + (sp.epsilon if sp is not None else 0.0)
+
+    @property
+    def total_delta(self) -> float:
+        sp = self.schema_privacy
+        return self.privacy.delta + (sp.delta if sp is not None else 0.0)
+
     def to_dict(self) -> dict[str, Any]:
-        return {
+        d: dict[str, Any] = {
             "format": self.format,
             "library": self.library,
             "family": self.family,
@@ -99,6 +158,9 @@ class GeneratorCard:
             "weights_sha256": self.weights_sha256,
             "created": self.created,
         }
+        if self.schema_privacy is not None:  # only when present: older card bytes are unchanged
+            d["schema_privacy"] = self.schema_privacy.to_dict()
+        return d
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, sort_keys=True)
@@ -142,6 +204,8 @@ class GeneratorCard:
             if scope not in SCOPES:
                 raise ArtifactError(f"card scope must be one of {SCOPES}, got {scope!r}")
             privacy = PrivacyClaim.from_dict(d["privacy"])
+            sp_d = d.get("schema_privacy")
+            schema_privacy = None if sp_d is None else SchemaPrivacy.from_dict(sp_d)
             card = GeneratorCard(
                 family=family,
                 spec=spec,
@@ -153,6 +217,7 @@ class GeneratorCard:
                 scope=scope,
                 created=_clean_str(d.get("created", ""), "created", 64),
                 library=_clean_str(d.get("library", "fedsynth"), "library", 64),
+                schema_privacy=schema_privacy,
             )
         except KeyError as e:
             raise ArtifactError(f"card is missing the field {e.args[0]!r}") from None
@@ -200,5 +265,6 @@ __all__ = [
     "MAX_CARD_BYTES",
     "ArtifactError",
     "GeneratorCard",
+    "SchemaPrivacy",
     "sha256_bytes",
 ]

@@ -185,6 +185,12 @@ def create_federation_cmd(
     hidden: str = typer.Option(
         "64,64", "--hidden", help="vae: encoder hidden sizes; the decoder mirrors them"
     ),
+    schema_silos: list[str] = typer.Option(
+        [],
+        "--schema-silo",
+        help="a DP schema (source dp): a silo whose rows its estimate used (repeat); the hub "
+        "charges it the schema's ε when it is added",
+    ),
     admin_token: str | None = typer.Option(None, "--admin-token", help=f"default: ${ADMIN_TOKEN_ENV}"),
     ca_cert: Path | None = typer.Option(None, "--ca-cert", help="CA bundle to verify the hub's TLS cert"),
 ) -> None:
@@ -226,12 +232,18 @@ def create_federation_cmd(
                 max_epsilon=max_epsilon,
                 max_delta=max_delta,
                 silo_epsilon_budget=silo_budget,
+                schema_silos=tuple(schema_silos),
             )
+        dp_note = (
+            f", DP schema ε {req.schema.dp_epsilon:g} charged to {', '.join(req.schema_silos)}"
+            if req.schema_silos
+            else ""
+        )
         out.print(
             f"federation {req.federation!r}: {len(req.schema.columns)} columns, target "
             f"{req.schema.target!r}, ε ≤ {req.max_epsilon:g}, δ ≤ {req.max_delta:g}, "
             f"silo budget ε {req.silo_epsilon_budget:g}, schema hash {req.schema.hash()[:12]}, "
-            f"families {', '.join(req.families)}"
+            f"families {', '.join(req.families)}{dp_note}"
         )
 
     _run(go)
@@ -282,6 +294,7 @@ def push_cmd(
         from fedsynth.data.datasets import load_table
         from fedsynth.data.schema import validate_frame
         from fedsynth.exchange.client import HubClient
+        from fedsynth.exchange.protocol import schema_charge
         from fedsynth.generators.base import get_family
         from fedsynth.privacy.target import PrivacyTarget, default_delta
 
@@ -328,6 +341,10 @@ def push_cmd(
                 )
             for msg in gset.skipped:
                 console.print(f"[yellow]warning:[/] {msg}")
+            if schema_charge(req, cli.silo)[0] > 0:
+                # this silo's rows estimated the DP schema: its cards record that cost (the ledger
+                # charged it when the silo was added, so `left` above already excludes it)
+                gset.with_schema_cost()
             worst = max(c.epsilon for c in gset.cards)  # the hub's cap is per generator
             if worst > req.max_epsilon:
                 raise ValueError(f"the accountant reports ε = {worst:.4g} > the hub's cap; not pushing")

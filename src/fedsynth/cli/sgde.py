@@ -397,13 +397,21 @@ def train_generators(
         float | None,
         typer.Option("--dp-schema", help="estimate the schema under DP with this ε (added to the total)"),
     ] = None,
+    categorical: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--categorical",
+            help="a numeric column that is categorical (repeat; without --schema). With --dp-schema "
+            "every other numeric column is continuous, integer iff its dtype is",
+        ),
+    ] = None,
     seed: int = 0,
     generator: Annotated[str, typer.Option(help=GENERATOR_HELP)] = DEFAULT_GENERATOR,
 ) -> None:
     """Train DP generators (default: the default family) on a private table; write only what the
     generators learned (safetensors tensors + JSON cards)."""
     from fedsynth.data.datasets import load_table
-    from fedsynth.data.dp_schema import coerce_to_schema, dp_schema, total_epsilon
+    from fedsynth.data.dp_schema import coerce_to_schema, dp_schema
     from fedsynth.data.schema import infer_schema, load_schema
     from fedsynth.generators.base import get_family
     from fedsynth.privacy.target import PrivacyTarget
@@ -422,12 +430,20 @@ def train_generators(
         elif dp_schema_epsilon:
             classes = sorted(df[target].dropna().astype(str).unique().tolist())
             warn("the class labels are taken as public (they define the task)")
-            schema = dp_schema(df.dropna(), target, classes, epsilon=dp_schema_epsilon, delta=1e-6, seed=seed)
+            schema = dp_schema(
+                df.dropna(),
+                target,
+                classes,
+                epsilon=dp_schema_epsilon,
+                delta=1e-6,
+                categorical=tuple(categorical or ()),
+                seed=seed,
+            )
             before = len(df)
             df = coerce_to_schema(df.dropna(), schema)
             out.print(f"DP schema (ε={dp_schema_epsilon}) kept {len(df)}/{before} rows")
         else:
-            schema = infer_schema(df, target)
+            schema = infer_schema(df, target, categorical=list(categorical or ()))
             warn(
                 "no --schema given: column bounds and category lists were INFERRED FROM THE PRIVATE DATA "
                 "and will ship with the generators (a privacy leak unless they are public knowledge). "
@@ -445,11 +461,12 @@ def train_generators(
             )
         for msg in gs.skipped:
             warn(msg)
+        gs.with_schema_cost()  # a DP schema's (ε, δ) goes on every card (this silo spent it)
         gs.save(str(out_dir))
         print_table(claims_table(f"{family.kind} generators written to {out_dir}", gs.reports))
-        out.print(
-            f"silo ε (max over classes{', + DP schema' if schema.source == 'dp' else ''}): "
-            f"{total_epsilon(schema, gs.epsilon):.4f}"
+        out.print(  # from the cards: what ships is what is reported
+            f"silo ε (max over classes{', + DP schema' if gs.schema_cost[0] else ''}): "
+            f"{gs.total_epsilon:.4f}, δ: {gs.total_delta:.2g}"
         )
 
 

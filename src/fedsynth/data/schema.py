@@ -3,7 +3,10 @@
 A schema is *public knowledge*: everything in it may be shipped with a generator. It is either
 ``declared`` by the user (JSON/YAML), ``inferred`` from the data (which leaks the private min/max
 and category lists, so the CLI says so), or estimated with differential privacy (``dp``; see
-:mod:`fedsynth.data.dp_schema`), in which case the ε it cost is recorded in ``dp_epsilon``.
+:mod:`fedsynth.data.dp_schema`), in which case the (ε, δ) it cost is recorded in ``dp_epsilon`` /
+``dp_delta``. ``source == "dp"`` ⇔ ``dp_epsilon > 0``: a declared or inferred schema cost no ε, a DP
+one always did. Neither the source nor the DP cost is part of :meth:`Schema.hash` (the hash fixes
+the encoding, not how the schema was obtained).
 
 Validation (:func:`validate_frame`) is the boundary of the system: every table that enters is
 checked here and gets a :class:`SchemaError` that names the column and what to do.
@@ -26,6 +29,7 @@ from fedsynth import jsonsafe
 
 ColumnKind = Literal["categorical", "continuous"]
 SchemaSource = Literal["declared", "inferred", "dp"]
+SOURCES: tuple[SchemaSource, ...] = ("declared", "inferred", "dp")
 
 
 class SchemaError(ValueError):
@@ -100,6 +104,7 @@ class Schema:
     target: str
     source: SchemaSource = "declared"
     dp_epsilon: float = 0.0
+    dp_delta: float = 0.0
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -115,6 +120,24 @@ class Schema:
             raise SchemaError(f"target {self.target!r} has only one class {list(t.categories)}; need >= 2")
         if not self.features:
             raise SchemaError("schema has no feature columns besides the target")
+        if self.source not in SOURCES:
+            raise SchemaError(f"schema.source must be one of {list(SOURCES)}, got {self.source!r}")
+        for what, v in (("dp_epsilon", self.dp_epsilon), ("dp_delta", self.dp_delta)):
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise SchemaError(f"schema.{what} must be a finite number >= 0, got {v!r}")
+        if self.dp_delta >= 1:
+            raise SchemaError(f"schema.dp_delta must be < 1, got {self.dp_delta!r}")
+        if self.source == "dp" and self.dp_epsilon <= 0:
+            raise SchemaError(
+                "a schema with source 'dp' must record the ε its estimation cost (dp_epsilon > 0); "
+                "give dp_epsilon, or mark the schema 'declared' if its bounds are public knowledge"
+            )
+        if self.source != "dp" and (self.dp_epsilon > 0 or self.dp_delta > 0):
+            raise SchemaError(
+                f"a {self.source!r} schema cost no privacy, but it records dp_epsilon = "
+                f"{self.dp_epsilon:g}, dp_delta = {self.dp_delta:g}; set source to 'dp' if it was "
+                "estimated under DP, or drop dp_epsilon/dp_delta"
+            )
 
     # -- accessors ---------------------------------------------------------------------------
     def column(self, name: str) -> Column:
@@ -133,12 +156,11 @@ class Schema:
 
     # -- serialisation -------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
-        return {
-            "target": self.target,
-            "source": self.source,
-            "dp_epsilon": self.dp_epsilon,
-            "columns": [c.to_dict() for c in self.columns],
-        }
+        d: dict[str, Any] = {"target": self.target, "source": self.source, "dp_epsilon": self.dp_epsilon}
+        if self.dp_delta:  # written only when nonzero: older schema JSON stays byte-identical
+            d["dp_delta"] = self.dp_delta
+        d["columns"] = [c.to_dict() for c in self.columns]
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> Schema:
@@ -150,14 +172,23 @@ class Schema:
             raise SchemaError(str(e)) from None
         if not isinstance(d["columns"], list):
             raise SchemaError("schema 'columns' must be a list of column objects")
-        dp_eps = d.get("dp_epsilon", 0.0)
-        if isinstance(dp_eps, bool) or not isinstance(dp_eps, int | float) or dp_eps < 0:
-            raise SchemaError(f"schema.dp_epsilon must be a finite number >= 0, got {dp_eps!r}")
+        dp: dict[str, float] = {}
+        for what in ("dp_epsilon", "dp_delta"):
+            v = d.get(what, 0.0)
+            if isinstance(v, bool) or not isinstance(v, int | float) or not math.isfinite(v) or v < 0:
+                raise SchemaError(f"schema.{what} must be a finite number >= 0, got {v!r}")
+            dp[what] = float(v)
+        if dp["dp_delta"] >= 1:
+            raise SchemaError(f"schema.dp_delta must be < 1, got {dp['dp_delta']!r}")
+        source = d.get("source", "declared")
+        if source not in SOURCES:
+            raise SchemaError(f"schema.source must be one of {list(SOURCES)}, got {source!r}")
         return Schema(
             columns=tuple(Column.from_dict(c) for c in d["columns"]),
             target=str(d["target"]),
-            source=d.get("source", "declared"),
-            dp_epsilon=float(dp_eps),
+            source=source,
+            dp_epsilon=dp["dp_epsilon"],
+            dp_delta=dp["dp_delta"],
         )
 
     def to_json(self) -> str:
@@ -168,8 +199,8 @@ class Schema:
         body = {"target": self.target, "columns": [c.to_dict() for c in self.columns]}
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
-    def with_source(self, source: SchemaSource, dp_epsilon: float = 0.0) -> Schema:
-        return replace(self, source=source, dp_epsilon=dp_epsilon)
+    def with_source(self, source: SchemaSource, dp_epsilon: float = 0.0, dp_delta: float = 0.0) -> Schema:
+        return replace(self, source=source, dp_epsilon=dp_epsilon, dp_delta=dp_delta)
 
 
 def load_schema(path: str | Path) -> Schema:

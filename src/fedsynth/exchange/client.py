@@ -258,7 +258,10 @@ class HubAdmin(_Base):
         max_delta: float = 1e-5,
         silo_epsilon_budget: float = 3.0,
         allow_legacy_cards: bool = False,
+        schema_silos: Sequence[str] = (),
     ) -> Requirements:
+        """``schema_silos``: for a schema estimated under DP, the silos whose rows it used (the hub
+        charges each the schema's ε when it is added)."""
         body: dict[str, Any] = {
             "name": name,
             "schema": schema.to_dict(),
@@ -269,6 +272,10 @@ class HubAdmin(_Base):
         }
         if allow_legacy_cards:  # sent only when set: older hubs refuse unknown fields
             body["allow_legacy_cards"] = True
+        if schema_silos:  # likewise
+            if isinstance(schema_silos, str):
+                raise TypeError("schema_silos must be a list of silo names, not one string")
+            body["schema_silos"] = list(schema_silos)
         r = self._req("POST", "/v1/federations", json=body)
         return _requirements(parse_answer(r.content, "requirements"))
 

@@ -19,6 +19,13 @@ subsets, so the set costs max ε and max δ over its cards (parallel composition
 costs its own claim (:func:`fedsynth.generators.base.set_cost`, the one place for that rule).
 Across pushes the same records are reused, so the ledger adds pushes up (basic sequential
 composition): ``ε_total = Σ_pushes ε_push`` must stay ≤ the budget the admin set for each silo.
+
+A DP schema. A federation whose schema was estimated under DP (``schema.source == "dp"``) names
+the silos whose rows the estimate used (``Requirements.schema_silos``). Those silos spent the
+schema's (ε, δ) once, on the same records their generators are trained on: :func:`schema_charge`
+(the one place for the rule) is what the ledger charges such a silo when it is added, and what
+each of its pushed cards must record as ``schema_privacy`` (so a card's total is the silo's true
+total for that generator). Any other silo, and a federation round's result, carry no schema cost.
 """
 
 from __future__ import annotations
@@ -72,6 +79,9 @@ class Requirements:
     #: accept cards with a ``legacy`` claim (format fedsynth-decoder/1: ε without the parameters
     #: to recompute it). Off by default: such a claim can only be trusted, not verified.
     allow_legacy_cards: bool = False
+    #: a DP schema (``schema.source == "dp"``): the silos whose rows its estimate used; each is
+    #: charged the schema's (ε, δ) when added (:func:`schema_charge`). Empty for any other schema.
+    schema_silos: tuple[str, ...] = ()
 
     def spec(self, family: str) -> dict[str, Any]:
         kind = resolve_kind(family)
@@ -91,6 +101,7 @@ class Requirements:
             "max_delta": self.max_delta,
             "silo_epsilon_budget": self.silo_epsilon_budget,
             "allow_legacy_cards": self.allow_legacy_cards,
+            "schema_silos": list(self.schema_silos),
         }
 
     @staticmethod
@@ -107,6 +118,11 @@ class Requirements:
                 if not isinstance(f, dict) or not isinstance(f.get("spec"), dict):
                     raise ValueError("each family entry needs a 'kind' and a 'spec' object")
                 families[str(f["kind"])] = dict(f["spec"])
+            silos = d.get("schema_silos", [])
+            if not isinstance(silos, list) or not all(
+                isinstance(n, str) and NAME_RE.fullmatch(n) for n in silos
+            ):
+                raise ValueError("'schema_silos' must be a list of silo names")
             return Requirements(
                 federation=str(d["federation"]),
                 schema=Schema.from_dict(d["schema"]),
@@ -115,6 +131,7 @@ class Requirements:
                 max_delta=float(d["max_delta"]),
                 silo_epsilon_budget=float(d["silo_epsilon_budget"]),
                 allow_legacy_cards=d.get("allow_legacy_cards", False) is True,
+                schema_silos=tuple(silos),
             )
         except (KeyError, TypeError, ValueError, AttributeError) as e:
             raise ValueError(f"malformed federation requirements: {e}") from None
@@ -148,11 +165,19 @@ def family_spec(name: Any, spec_d: Any, schema: Schema) -> tuple[str, dict[str, 
 
 
 def check_requirements(
-    schema_d: Any, families_d: Any, max_epsilon: float, max_delta: float, budget: float
+    schema_d: Any,
+    families_d: Any,
+    max_epsilon: float,
+    max_delta: float,
+    budget: float,
+    *,
+    schema_silos: Any = (),
 ) -> tuple[Schema, dict[str, dict[str, Any]]]:
     """Validate an admin's federation definition; every family's spec must fit the schema.
 
-    ``families_d``: a list of ``{"kind": ..., "spec": {...}}``."""
+    ``families_d``: a list of ``{"kind": ..., "spec": {...}}``. ``schema_silos``: for a DP schema
+    (source ``"dp"``), the silos whose rows the estimate used — required then, refused otherwise;
+    the budget must then leave room for the schema's ε plus one push at the cap."""
     try:
         jsonsafe.check_json(families_d, "families")
     except jsonsafe.JSONValueError as e:
@@ -179,7 +204,46 @@ def check_requirements(
         raise PushRefused(f"max_delta must be in (0, 1), got {max_delta}")
     if budget < max_epsilon:
         raise PushRefused("silo_epsilon_budget must be >= max_epsilon (else no push could ever fit)")
+    check_schema_silos(schema, schema_silos, max_epsilon, budget)
     return schema, families
+
+
+def check_schema_silos(schema: Schema, silos: Any, max_epsilon: float, budget: float) -> tuple[str, ...]:
+    """The schema silos of a federation definition (422 naming what to do), as a tuple."""
+    if not isinstance(silos, list | tuple) or not all(isinstance(n, str) for n in silos):
+        raise PushRefused("schema_silos must be a list of silo names")
+    names = tuple(check_name("silo", n) for n in silos)
+    if len(set(names)) != len(names):
+        raise PushRefused(f"schema_silos names a silo twice: {list(names)}")
+    if schema.source == "dp":
+        if not names:
+            raise PushRefused(
+                f"the schema was estimated under DP (dp_epsilon = {schema.dp_epsilon:g}): give "
+                "schema_silos, the silos whose rows the estimate used (CLI: --schema-silo NAME, "
+                "repeatable), so the hub can charge them its ε"
+            )
+        if budget < schema.dp_epsilon + max_epsilon - 1e-12:
+            raise PushRefused(
+                f"silo_epsilon_budget {budget:g} < the DP schema's ε {schema.dp_epsilon:g} + "
+                f"max_epsilon {max_epsilon:g}: a schema silo, charged the schema's ε when added, "
+                "could never push; raise the budget or lower max_epsilon"
+            )
+    elif names:
+        raise PushRefused(
+            f"schema_silos is only for a schema estimated under DP (source 'dp'); this schema's "
+            f"source is {schema.source!r}: drop schema_silos"
+        )
+    return names
+
+
+def schema_charge(req: Requirements, silo: str | None) -> tuple[float, float]:
+    """The (ε, δ) the ledger charges ``silo`` for the federation's schema (once, when the silo is
+    added) — the schema's DP cost for a silo whose rows the estimate used, (0, 0) otherwise. The
+    same numbers are what that silo's pushed cards must record as ``schema_privacy``."""
+    s = req.schema
+    if s.source == "dp" and silo is not None and silo in req.schema_silos:
+        return s.dp_epsilon, s.dp_delta
+    return 0.0, 0.0
 
 
 @dataclass(frozen=True)
@@ -213,13 +277,19 @@ def check_caps(req: Requirements, epsilon: float, delta: float, where: str) -> N
 
 
 def validate_generator_set(
-    req: Requirements, items: list[tuple[bytes, bytes]], *, scope: str = "silo"
+    req: Requirements,
+    items: list[tuple[bytes, bytes]],
+    *,
+    scope: str = "silo",
+    schema_cost: tuple[float, float] = (0.0, 0.0),
 ) -> ValidatedPush:
     """Check a pushed set of ``(card_json_bytes, safetensors_bytes)`` against the requirements.
 
     ``scope``: what the upload is — a silo's push takes ``"silo"`` cards only, a federation
     round's result ``"federation"`` cards only (a card may not claim to be something it is not
-    in the pool)."""
+    in the pool). ``schema_cost``: the (ε, δ) the ledger charged the pushing silo for the
+    federation's DP schema (:func:`schema_charge`); every card's ``schema_privacy`` must record
+    exactly that (none when it is (0, 0), as for every federation round's result)."""
     if not items:
         raise PushRefused("a push must contain at least one generator")
     if len(items) > MAX_GENERATORS_PER_PUSH:
@@ -249,6 +319,7 @@ def validate_generator_set(
         seen.add(key)
         # the caps are checked before any tensor is parsed or model built (cheap refusals first)
         check_caps(req, card.epsilon, card.delta, where)
+        check_schema_cost(card, schema_cost, where)
         if card.privacy.mechanism == "legacy":
             if not req.allow_legacy_cards:
                 raise PushRefused(
@@ -281,6 +352,25 @@ def validate_generator_set(
         delta=dl,
         content_hash=h.hexdigest(),
         total_bytes=sum(len(g.weights) + len(g.card_bytes) for g in out),
+    )
+
+
+def check_schema_cost(card: GeneratorCard, charged: tuple[float, float], where: str) -> None:
+    """422 unless the card's ``schema_privacy`` is what the ledger charged for the schema."""
+    sp = card.schema_privacy
+    got = (sp.epsilon, sp.delta) if sp is not None else (0.0, 0.0)
+    if all(math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-15) for a, b in zip(got, charged, strict=True)):
+        return
+    if charged[0] > 0:
+        hint = (
+            "this silo's rows were used to estimate the federation's DP schema: stamp its cost on "
+            "every card (GeneratorSet.with_schema_cost(); `fedsynth push` does it) and push again"
+        )
+    else:
+        hint = "this upload spent nothing on the schema: push cards without schema_privacy"
+    raise PushRefused(
+        f"{where}: the card records a schema cost of ε = {got[0]:g}, δ = {got[1]:g}, but the hub's "
+        f"ledger charged this silo ε = {charged[0]:g}, δ = {charged[1]:g} for the schema; {hint}"
     )
 
 

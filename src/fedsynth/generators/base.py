@@ -28,7 +28,7 @@ from typing import Any, Protocol, runtime_checkable
 import numpy as np
 import pandas as pd
 
-from fedsynth.artifacts.card import ArtifactError, GeneratorCard, sha256_bytes
+from fedsynth.artifacts.card import ArtifactError, GeneratorCard, SchemaPrivacy, sha256_bytes
 from fedsynth.artifacts.safetensors import Expected, tensors_to_bytes
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Schema, SchemaError, validate_frame
@@ -217,6 +217,13 @@ def set_cost(cards: Sequence[GeneratorCard]) -> tuple[float, float]:
     return parallel(claims) if disjoint else sequential(claims)
 
 
+def schema_privacy_of(schema: Schema) -> SchemaPrivacy | None:
+    """The (ε, δ) a DP-estimated schema cost (``None`` for a declared or inferred schema)."""
+    if schema.source != "dp":
+        return None
+    return SchemaPrivacy(schema.dp_epsilon, schema.dp_delta)
+
+
 @dataclass
 class GeneratorSet:
     """The generators one silo fitted, with their local (never shipped) reports."""
@@ -238,6 +245,32 @@ class GeneratorSet:
     @property
     def delta(self) -> float:
         return set_cost(self.cards)[1]
+
+    # the silo's total: the generators' cost plus the DP schema's, as the cards record it
+    # (sequential composition; every card of a set carries the same schema cost)
+    @property
+    def schema_cost(self) -> tuple[float, float]:
+        sps = [c.schema_privacy for c in self.cards if c.schema_privacy is not None]
+        return (max((s.epsilon for s in sps), default=0.0), max((s.delta for s in sps), default=0.0))
+
+    @property
+    def total_epsilon(self) -> float:
+        return self.epsilon + self.schema_cost[0]
+
+    @property
+    def total_delta(self) -> float:
+        return self.delta + self.schema_cost[1]
+
+    def with_schema_cost(self) -> GeneratorSet:
+        """Stamp every card with the DP cost of ``self.schema`` (a no-op unless its source is
+        ``"dp"``) and return ``self``. Only the card changes: its ``weights_sha256`` is of the
+        tensors, which stay as they are. Call it at the silo that spent that ε (a silo training
+        on a DP schema another silo estimated spent nothing on it)."""
+        sp = schema_privacy_of(self.schema)
+        if sp is not None:
+            for g in self.generators:
+                g.card = g.card.replace(schema_privacy=sp)
+        return self
 
     def save(self, out_dir: str, **extra: object) -> None:
         from fedsynth.generators.io import write_generator_set
@@ -406,6 +439,7 @@ __all__ = [
     "make_card",
     "register",
     "resolve_kind",
+    "schema_privacy_of",
     "set_cost",
     "streams",
 ]

@@ -35,7 +35,13 @@ from fedsynth.exchange.hub.settings import (
 from fedsynth.exchange.hub.state import HubState, hub_of
 from fedsynth.exchange.hub.validation import SafeErrorsRoute
 from fedsynth.exchange.hub.views import audit_dict, dashboard_sections, generator_dict, requirements_of
-from fedsynth.exchange.protocol import PushRefused, check_name, check_requirements, validate_generator_set
+from fedsynth.exchange.protocol import (
+    PushRefused,
+    check_name,
+    check_requirements,
+    schema_charge,
+    validate_generator_set,
+)
 
 log = logging.getLogger("fedsynth.hub")
 
@@ -74,12 +80,19 @@ def create_federation(hub: Hub, body: CreateFederation, _: AdminDep) -> dict[str
     if families_d is None:
         raise PushRefused("give 'families' (a list of {kind, spec}) for the federation")
     schema, families = check_requirements(
-        body.data_schema, families_d, body.max_epsilon, body.max_delta, body.silo_epsilon_budget
+        body.data_schema,
+        families_d,
+        body.max_epsilon,
+        body.max_delta,
+        body.silo_epsilon_budget,
+        schema_silos=body.schema_silos,
     )
     sd = schema.to_dict()
     pd_: dict[str, Any] = {"families": [{"kind": k, "spec": v} for k, v in families.items()]}
     if body.allow_legacy_cards:
         pd_["allow_legacy_cards"] = True
+    if body.schema_silos:  # checked above: only for a DP schema, names valid and distinct
+        pd_["schema_silos"] = list(body.schema_silos)
     if "\\u0000" in json.dumps([sd, pd_]):  # PostgreSQL JSON cannot hold NUL characters
         raise PushRefused("schema and spec may not contain NUL characters")
     try:
@@ -110,13 +123,37 @@ def list_federations(hub: Hub, _: AdminDep) -> list[dict[str, Any]]:
 
 @admin.post("/v1/federations/{fed}/silos", status_code=201)
 def add_silo(hub: Hub, fed: str, body: AddSilo, _: AdminDep) -> dict[str, str]:
-    fid, _req = federation(hub, fed)
+    fid, req = federation(hub, fed)
     check_name("silo", body.name)
+    # a silo whose rows estimated the federation's DP schema starts with that (ε, δ) spent
+    eps, dl = schema_charge(req, body.name)
+    detail = (
+        f"charged the DP schema's ε = {eps:g}, δ = {dl:g} (its rows were used to estimate it)"
+        if eps > 0
+        else ""
+    )
     token = "fsk_" + secrets.token_urlsafe(32)
     try:
         with hub.sessions.begin() as s:
-            s.add(db.Silo(federation_id=fid, name=body.name, token_hash=hash_token(token)))
-            s.add(db.AuditEvent(federation=fed, silo=body.name, action="add-silo", outcome="ok", detail=""))
+            s.add(
+                db.Silo(
+                    federation_id=fid,
+                    name=body.name,
+                    token_hash=hash_token(token),
+                    epsilon_spent=eps,
+                    delta_spent=dl,
+                )
+            )
+            s.add(
+                db.AuditEvent(
+                    federation=fed,
+                    silo=body.name,
+                    action="add-silo",
+                    outcome="ok",
+                    epsilon=eps,
+                    detail=detail,
+                )
+            )
     except IntegrityError:
         raise HubError(409, f"silo {body.name!r} already exists in {fed!r}") from None
     return {
@@ -181,7 +218,7 @@ def push(
             raise PushRefused(f"{len(cards)} cards but {len(weights)} weight files; they must pair up")
         # client-chosen file names are ignored: the store names everything by SHA-256
         items = [(cf.file.read(), wf.file.read()) for cf, wf in zip(cards, weights, strict=True)]
-        vp = validate_generator_set(req, items)
+        vp = validate_generator_set(req, items, schema_cost=schema_charge(req, c.silo))
     except PushRefused as e:
         audit(hub.audit, "push", "refused", federation=fed, silo=c.silo, detail=str(e))
         raise

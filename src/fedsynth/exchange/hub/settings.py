@@ -54,6 +54,8 @@ class CreateFederation(BaseModel):
     silo_epsilon_budget: float = Field(gt=0)
     # accept cards written before claims carried their parameters (their ε cannot be re-derived)
     allow_legacy_cards: bool = False
+    # a DP schema (source "dp"): the silos whose rows its estimate used (each charged its ε when added)
+    schema_silos: list[str] = Field(default_factory=list, max_length=1024)
 
 
 class AddSilo(BaseModel):

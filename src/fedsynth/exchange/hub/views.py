@@ -24,6 +24,7 @@ def requirements_of(f: db.Federation) -> Requirements:
             "max_delta": f.max_delta,
             "silo_epsilon_budget": f.silo_epsilon_budget,
             "allow_legacy_cards": bool(f.spec_json.get("allow_legacy_cards", False)),
+            "schema_silos": list(f.spec_json.get("schema_silos", [])),
         }
     )
 
