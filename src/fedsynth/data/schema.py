@@ -96,6 +96,12 @@ class Column:
         )
 
 
+#: the largest image side (and channel count) a schema may declare
+MAX_IMAGE_SIDE = 4096
+#: the most pixel values an image schema may declare (one column each)
+MAX_IMAGE_VALUES = 1 << 16
+
+
 @dataclass(frozen=True)
 class Schema:
     """Columns (features and target) of a table. The target must be categorical."""
@@ -105,6 +111,9 @@ class Schema:
     source: SchemaSource = "declared"
     dp_epsilon: float = 0.0
     dp_delta: float = 0.0
+    # (C, H, W) for an image schema (one integer pixel column in [0, 255] per value, row-major;
+    # see fedsynth.data.images); None for a table
+    image: tuple[int, int, int] | None = None
     notes: tuple[str, ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
@@ -120,6 +129,8 @@ class Schema:
             raise SchemaError(f"target {self.target!r} has only one class {list(t.categories)}; need >= 2")
         if not self.features:
             raise SchemaError("schema has no feature columns besides the target")
+        if self.image is not None:
+            _check_image_layout(self)
         if self.source not in SOURCES:
             raise SchemaError(f"schema.source must be one of {list(SOURCES)}, got {self.source!r}")
         for what, v in (("dp_epsilon", self.dp_epsilon), ("dp_delta", self.dp_delta)):
@@ -159,6 +170,8 @@ class Schema:
         d: dict[str, Any] = {"target": self.target, "source": self.source, "dp_epsilon": self.dp_epsilon}
         if self.dp_delta:  # written only when nonzero: older schema JSON stays byte-identical
             d["dp_delta"] = self.dp_delta
+        if self.image is not None:
+            d["image"] = list(self.image)
         d["columns"] = [c.to_dict() for c in self.columns]
         return d
 
@@ -183,12 +196,24 @@ class Schema:
         source = d.get("source", "declared")
         if source not in SOURCES:
             raise SchemaError(f"schema.source must be one of {list(SOURCES)}, got {source!r}")
+        image = d.get("image")
+        if image is not None and (
+            not isinstance(image, list)
+            or len(image) != 3
+            or any(
+                isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_IMAGE_SIDE for v in image
+            )
+        ):
+            raise SchemaError(
+                f"schema.image must be [channels, height, width] of integers in 1..{MAX_IMAGE_SIDE}"
+            )
         return Schema(
             columns=tuple(Column.from_dict(c) for c in d["columns"]),
             target=str(d["target"]),
             source=source,
             dp_epsilon=dp["dp_epsilon"],
             dp_delta=dp["dp_delta"],
+            image=None if image is None else (image[0], image[1], image[2]),
         )
 
     def to_json(self) -> str:
@@ -196,11 +221,73 @@ class Schema:
 
     def hash(self) -> str:
         """SHA-256 of the canonical content that fixes the encoding (not how it was obtained)."""
-        body = {"target": self.target, "columns": [c.to_dict() for c in self.columns]}
+        body: dict[str, Any] = {"target": self.target, "columns": [c.to_dict() for c in self.columns]}
+        if self.image is not None:  # only image schemas carry it: tabular hashes are unchanged
+            body["image"] = list(self.image)
         return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
 
     def with_source(self, source: SchemaSource, dp_epsilon: float = 0.0, dp_delta: float = 0.0) -> Schema:
         return replace(self, source=source, dp_epsilon=dp_epsilon, dp_delta=dp_delta)
+
+
+def _check_image_layout(schema: Schema) -> None:
+    """An image schema is exactly C·H·W integer pixel columns ``px_i`` in [0, 255] + the target."""
+    assert schema.image is not None
+    c, h, w = schema.image
+    n = c * h * w
+    if n > MAX_IMAGE_VALUES:
+        raise SchemaError(f"an image schema may have at most {MAX_IMAGE_VALUES} pixel values, got {n}")
+    feats = schema.features
+    if len(feats) != n:
+        raise SchemaError(f"an image schema of shape {(c, h, w)} needs {n} pixel columns, got {len(feats)}")
+    for i, col in enumerate(feats):
+        if (
+            col.name != f"px_{i}"
+            or col.kind != "continuous"
+            or not col.integer
+            or col.lower != 0.0
+            or col.upper != 255.0
+        ):
+            raise SchemaError(
+                f"image schema column {i} must be 'px_{i}', continuous, integer, in [0, 255]; "
+                f"got {col.name!r} ({col.kind})"
+            )
+
+
+def _validate_image_frame(df: pd.DataFrame, schema: Schema, require_target: bool) -> pd.DataFrame:
+    """Image frames are checked strictly and vectorised: pixels must be integers in 0..255 (no
+    clipping — an out-of-range or fractional pixel is not an 8-bit image)."""
+    names = [c.name for c in schema.features]
+    missing = [n for n in names if n not in df.columns]
+    if missing:
+        raise SchemaError(
+            f"image data is missing {len(missing)} pixel columns (e.g. {missing[:3]}); an image of "
+            f"shape {schema.image} needs {names[0]}..{names[-1]}"
+        )
+    v = df[names].to_numpy()
+    if v.dtype != np.uint8:
+        if not np.issubdtype(v.dtype, np.number):
+            raise SchemaError("pixel columns must be numeric (uint8 values 0..255)")
+        v = v.astype(np.float64)
+        if not np.isfinite(v).all():
+            raise SchemaError("pixel values must be finite integers in 0..255 (found NaN or inf)")
+        if (v < 0).any() or (v > 255).any() or (np.mod(v, 1) != 0).any():
+            raise SchemaError("pixel values must be integers in 0..255 (uint8 images)")
+        v = v.astype(np.uint8)
+    res = pd.DataFrame(v, columns=names)
+    if require_target:
+        tc = schema.column(schema.target)
+        if schema.target not in df.columns:
+            raise SchemaError(f"data is missing target column [{schema.target!r}]")
+        t = df[schema.target]
+        if int(t.isna().sum()):
+            raise SchemaError(f"target column {schema.target!r} has missing values")
+        vals = _as_category_strings(t)
+        unseen = sorted(set(vals.unique()) - set(tc.categories))
+        if unseen:
+            raise SchemaError(f"target {schema.target!r} has classes not in the schema: {unseen[:10]}")
+        res[schema.target] = vals.to_numpy().astype(object)
+    return res
 
 
 def load_schema(path: str | Path) -> Schema:
@@ -280,6 +367,8 @@ def validate_frame(df: pd.DataFrame, schema: Schema, *, require_target: bool = T
     """
     if not isinstance(df, pd.DataFrame):
         raise SchemaError(f"expected a pandas DataFrame, got {type(df).__name__}")
+    if schema.image is not None:
+        return _validate_image_frame(df, schema, require_target)
     cols = schema.columns if require_target else schema.features
     missing = [c.name for c in cols if c.name not in df.columns]
     if missing:
