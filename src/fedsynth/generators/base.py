@@ -107,6 +107,7 @@ class FitReport:
 class GeneratorFamily(Protocol):
     kind: str  # versioned, e.g. "dp-vae/1"
     name: str  # the short CLI name, e.g. "vae"
+    # optional: "table" (default when absent), "image" or "any" — see check_modality
 
     def default_config(self, dataset: str | None = None) -> Any:
         """The family's config (presets per public benchmark where tuned)."""
@@ -199,6 +200,29 @@ def federation_delta(target: PrivacyTarget, silos: int, min_silos: int) -> float
     if silos < max(2, min_silos):
         raise ValueError(f"a federation run needs at least {max(2, min_silos)} silos, got {silos}")
     return float(target.delta)
+
+
+#: what a family's generators produce: rows of a table, images (an image schema), or either
+MODALITIES = ("table", "image", "any")
+
+
+def family_modality(family: GeneratorFamily) -> str:
+    """``family.modality`` (``"table"`` when a family does not say: every family before images)."""
+    return str(getattr(family, "modality", "table"))
+
+
+def check_modality(family: GeneratorFamily, schema: Schema) -> None:
+    """The one rule pairing families and schemas: an image family needs an image schema and a
+    tabular family a table (an image artifact pushed to a tabular federation is refused here)."""
+    m = family_modality(family)
+    is_image = schema.image is not None
+    if m == "image" and not is_image:
+        raise SpecError(f"{family.kind} generates images and needs an image schema; this schema is a table")
+    if m == "table" and is_image:
+        raise SpecError(
+            f"{family.kind} generates table rows and does not fit an image schema {schema.image}; "
+            "use an image family (conv-vae, fed-merf)"
+        )
 
 
 def is_federation_family(family: GeneratorFamily) -> bool:
@@ -428,11 +452,13 @@ __all__ = [
     "SpecError",
     "TooFewRowsError",
     "UnknownFamilyError",
+    "check_modality",
     "check_output",
     "class_codes",
     "classes_of",
     "decode_rows",
     "family_kinds",
+    "family_modality",
     "federation_delta",
     "get_family",
     "is_federation_family",

@@ -26,7 +26,14 @@ from typing import Any
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard, sha256_bytes
 from fedsynth.artifacts.safetensors import tensors_to_bytes, verify_tensors
 from fedsynth.data.schema import Schema
-from fedsynth.generators.base import Generator, SpecError, check_output, get_family, resolve_kind
+from fedsynth.generators.base import (
+    Generator,
+    SpecError,
+    check_modality,
+    check_output,
+    get_family,
+    resolve_kind,
+)
 
 SET_FORMAT = "fedsynth-generator-set/1"
 
@@ -42,7 +49,9 @@ def to_artifact(g: Generator) -> tuple[bytes, bytes]:
 def normalise_spec(kind: str, spec: Any, schema: Schema) -> dict[str, Any]:
     """A family spec as the family itself writes it (so equal specs compare equal)."""
     try:
-        return get_family(kind).spec_from_dict(spec, schema).to_dict()
+        fam = get_family(kind)
+        check_modality(fam, schema)
+        return fam.spec_from_dict(spec, schema).to_dict()
     except SpecError as e:
         raise ArtifactError(f"invalid {kind} spec: {e}") from None
 
