@@ -34,10 +34,20 @@ from fedsynth.evaluation.cnn import (
 from fedsynth.evaluation.image_plots import grid_size, sample_grid
 from fedsynth.evaluation.metrics import METRICS
 from fedsynth.evaluation.sgde_experiment import aggregate as tab_aggregate
-from fedsynth.generators.base import GeneratorSet, RandomStreams, get_family, make_card, register, streams
+from fedsynth.generators.base import (
+    GeneratorSet,
+    RandomStreams,
+    class_codes,
+    get_family,
+    is_federation_family,
+    make_card,
+    register,
+    streams,
+)
+from fedsynth.generators.federation import FederationReport
 from fedsynth.generators.pool import GeneratorPool
 from fedsynth.privacy.claim import PrivacyClaim
-from fedsynth.privacy.target import PrivacyTarget
+from fedsynth.privacy.target import PrivacyTarget, default_delta
 
 SHAPE = (1, 12, 12)
 CLASSES = ("0", "1", "2")
@@ -142,9 +152,48 @@ class MeanImageFamily:
         raise NotImplementedError
 
 
+class JointMeanGenerator:
+    """A joint model (card without a class label): the class means of every class, one card."""
+
+    def __init__(self, card: GeneratorCard, means: np.ndarray, schema: Schema, noise: float) -> None:
+        self.card, self.means, self.schema, self.noise = card, means, schema, noise
+        self.source = "local"
+
+    def sample(self, n: int, *, condition: str | None = None, seed: int | RandomStreams = 0) -> pd.DataFrame:
+        rng = streams(seed).numpy
+        codes = class_codes(self.schema, n, condition, rng)
+        x = self.means[codes] + rng.normal(0, self.noise, size=(n, *self.means.shape[1:]))
+        img = np.clip(np.rint(x), 0, 255).astype(np.uint8)
+        return to_frame(img, np.asarray(self.schema.classes)[codes], self.schema)
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        return {"means": self.means.astype(np.float32)}
+
+
+class FedMeanImageFamily(MeanImageFamily):
+    """A federation-level stand-in: one joint generator over all silos' images (fitted by the
+    monkeypatched ``fit_federation`` below, not by a secure-sum run)."""
+
+    kind = "test-fed-mean-image/1"
+    name = "test-fed-mean-image"
+    scope = "federation"
+
+    def joint(self, frames: list[pd.DataFrame], schema: Schema, target: PrivacyTarget) -> GeneratorSet:
+        x, labels = to_images(pd.concat(frames, ignore_index=True), schema)
+        means = np.stack([x[labels == c].astype(np.float64).mean(axis=0) for c in schema.classes])
+        t = {"means": means.astype(np.float32)}
+        assert target.delta is not None
+        claim = PrivacyClaim("legacy", target.epsilon, target.delta, "none")
+        card = make_card(self.kind, _Spec(), schema, None, claim, t, scope="federation")
+        return GeneratorSet(schema, self.kind, [JointMeanGenerator(card, means, schema, 30.0)])  # type: ignore[list-item]
+
+
 FAMILY = MeanImageFamily()
+FED_FAMILY = FedMeanImageFamily()
 with contextlib.suppress(ValueError):  # already registered (module imported twice)
     register(FAMILY)  # type: ignore[arg-type]
+with contextlib.suppress(ValueError):
+    register(FED_FAMILY)  # type: ignore[arg-type]
 
 
 # ---------------------------------------------------------------------------- CNN
@@ -284,6 +333,33 @@ def test_run_image_seed_test_eval_only_and_one_recipe() -> None:
     assert res["lps_recipes"] == ["finetune"]
     means, _sds = ie.aggregate([res])
     assert set(means["local"]) == {"test_eval"}
+
+
+def test_run_image_seed_federation_family(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A federation-level family: one fit over every silo's frame (δ from the total), one joint
+    generator in the pool, the round report in the result; its sample grid draws every class."""
+    seen: dict[str, Any] = {}
+
+    def fake_fit_federation(
+        family: Any, frames: Any, schema: Schema, target: PrivacyTarget, config: Any = None, *, seed: int = 0
+    ) -> tuple[GeneratorSet, FederationReport]:
+        seen["silos"], seen["delta"] = len(frames), target.delta
+        return family.joint(list(frames), schema, target), FederationReport(
+            len(frames), list(range(len(frames))), 0.0
+        )
+
+    monkeypatch.setattr(ie, "fit_federation", fake_fit_federation)
+    assert is_federation_family(FED_FAMILY)  # type: ignore[arg-type]
+    d = tiny_data(240, 120)
+    cfg = _cfg(generator=FED_FAMILY.kind, local_eval=False, eval_silos=1, lps_recipes=("finetune",))
+    res = ie.run_image_seed(d, cfg, seed=0)
+    assert seen == {"silos": 4, "delta": default_delta(240)}
+    assert res["scope"] == "federation" and res["generators"] == 1 and res["round"]["silos"] == 4
+    assert "generators_silo_s" not in res["timing"]
+    assert all(math.isfinite(v) for v in res["scenarios"]["synthetic"]["test_eval"].values())
+    gset = FED_FAMILY.joint([d.frame()], d.schema, PrivacyTarget(1.0, 1e-5))
+    out = sample_grid(gset, d.schema, tmp_path / "fed.png", "federation", per_class=4)
+    assert _png_size(out) == grid_size(d.schema, 3, 4)
 
 
 def test_aggregate_layout_matches_tabular() -> None:

@@ -45,7 +45,7 @@ class CNNConfig:
     """Training of :func:`train_cnn`. Defaults: tuned for MNIST-sized images on 2 CPU cores."""
 
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 1e-4
     channels: tuple[int, int] = (16, 32)
