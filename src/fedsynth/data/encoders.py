@@ -54,6 +54,8 @@ class TableEncoder:
         """Table -> float32 matrix of shape (n, dim)."""
         if not validated:
             df = validate_frame(df, self.schema, require_target=False)
+        if self.schema.image is not None:  # every slot a pixel in [0, 255]: one vectorised scale
+            return (df[[b.name for b in self.blocks]].to_numpy(dtype=np.float32) / 255.0).astype(np.float32)
         out = np.zeros((len(df), self.dim), dtype=np.float32)
         for b, c in zip(self.blocks, self.schema.features, strict=True):
             if c.kind == "categorical":
@@ -73,6 +75,9 @@ class TableEncoder:
         blocks. Categories are drawn from the probabilities (``sample_categories``) or argmax'd.
         """
         rng = rng or np.random.default_rng()
+        if self.schema.image is not None:  # pixels: round(255·x) as uint8, one vectorised step
+            px = np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
+            return pd.DataFrame(px, columns=[b.name for b in self.blocks])
         cols: dict[str, object] = {}
         for b, c in zip(self.blocks, self.schema.features, strict=True):
             seg = x[:, b.start : b.start + b.width]

@@ -122,6 +122,9 @@ class FedMerfConfig:
     marginal_weight: float = 0.5
     marginal_features: int = 16
     marginal_lengthscale: float = 0.1
+    net: str = "merf-mlp"  # "merf-conv" for images
+    conv_weight: float = 0.0
+    conv_filters: int = 0
     steps: int = 1000
     batch_size: int = 256
     lr: float = 2e-3
@@ -143,6 +146,9 @@ class FedMerfConfig:
             marginal_weight=self.marginal_weight,
             marginal_features=self.marginal_features,
             marginal_lengthscale=self.marginal_lengthscale,
+            kind=self.net,
+            conv_weight=self.conv_weight,
+            conv_filters=self.conv_filters,
         )
 
     def train(self) -> TrainConfig:
@@ -159,7 +165,24 @@ class FedMerfConfig:
 #: (256, 256), latent 4 or 2,000 steps × 512 moved adult by < 1. a = 1 (marginals only):
 #: titanic 81.4, breast cancer 98.1, but adult 78.7-87 (the joint block is what ties its
 #: columns together: real-data LR 90.5, marginals matched to TV ≤ 0.03, AUC 79 without it).
+#: Images (MNIST, ε = 1.5 central, standalone screen, MLP on 15,000 samples, test accuracy):
+#: RFF of raw pixels (D = 2,000, ℓ = 6) with the MLP generator 76.7 %, with the conv generator
+#: 80.5 %, plus 32 random conv filters at b = 0.5 83.1 % (400 steps × 100 draws per class).
+_IMAGE = {
+    "net": "merf-conv",
+    "hidden": (64,),
+    "latent": 32,
+    "features": 2000,
+    "lengthscale": 6.0,
+    "marginal_weight": 0.0,
+    "conv_weight": 0.5,
+    "conv_filters": 32,
+    "steps": 400,
+    "batch_size": 100,
+}
 PRESETS: dict[str, dict[str, Any]] = {
+    "mnist": _IMAGE,
+    "fashion_mnist": _IMAGE,
     "titanic": {"marginal_weight": 1.0},
     "breast_cancer": {"marginal_weight": 1.0},
     "breast_cancer_sklearn": {"marginal_weight": 1.0},
@@ -180,6 +203,9 @@ def feature_map(spec: MerfSpec, schema: Schema) -> FeatureMap:
         marginal_weight=spec.marginal_weight,
         marginal_features=spec.marginal_features,
         marginal_lengthscale=spec.marginal_lengthscale,
+        conv_weight=spec.conv_weight,
+        conv_filters=spec.conv_filters,
+        image=schema.image,
     )
 
 
@@ -376,18 +402,21 @@ class FedMerfFamily:
     kind = KIND
     name = "fed-merf"
     scope = "federation"
+    modality = "any"  # tables (TableEncoder rows) and images (pixel rows, conv features/generator)
 
     def default_config(self, dataset: str | None = None) -> FedMerfConfig:
         return FedMerfConfig(**PRESETS.get(dataset or "", {}))
 
     def spec_for(self, schema: Schema, config: Any = None) -> MerfSpec:
         spec = (config or FedMerfConfig()).spec()
-        build_net(spec, layout_of(schema), len(schema.classes))  # the encoded width fits the limits
+        build_net(
+            spec, layout_of(schema), len(schema.classes), schema.image
+        )  # the encoded width fits the limits
         return spec
 
     def spec_from_dict(self, d: Any, schema: Schema) -> MerfSpec:
         spec = MerfSpec.from_dict(d)
-        build_net(spec, layout_of(schema), len(schema.classes))
+        build_net(spec, layout_of(schema), len(schema.classes), schema.image)
         return spec
 
     def _checked(self, card: GeneratorCard, schema: Schema) -> MerfSpec:
@@ -402,12 +431,12 @@ class FedMerfFamily:
 
     def expected_tensors(self, card: GeneratorCard, schema: Schema) -> Expected:
         spec = self._checked(card, schema)
-        shapes = expected_tensors(spec, layout_of(schema), len(schema.classes))
+        shapes = expected_tensors(spec, layout_of(schema), len(schema.classes), schema.image)
         return {k: (shape, "F32") for k, shape in shapes.items()}
 
     def load(self, card: GeneratorCard, tensors: dict[str, np.ndarray], schema: Schema) -> FedMerfGenerator:
         spec = self._checked(card, schema)
-        net = build_net(spec, layout_of(schema), len(schema.classes))
+        net = build_net(spec, layout_of(schema), len(schema.classes), schema.image)
         try:
             load_module_tensors(net, tensors)
         except RuntimeError as e:

@@ -15,7 +15,14 @@ is the feature map of the kernel k = (1−a)·k_J + a·k_M, a = ``marginal_weigh
   Fourier features (``marginal_features`` of them, lengthscale ``marginal_lengthscale`` on the
   [0, 1] scale, norm 1) for a continuous one, concatenated and scaled by 1/√J.
 
-So ‖φ(x)‖₂² = (1−a)·1 + a·(1/J)·J = 1 exactly, whatever a. The joint kernel carries the
+* φ_C (image schemas only, weight b = ``conv_weight``) — K = ``conv_filters`` random 5×5 conv
+  filters (public ``feature_seed``, zero-mean, unit norm), ReLU, 4×4 average pooling, the
+  resulting K·(H/4)·(W/4) vector divided by its own norm (a per-record map: ‖φ_C(x)‖ = 1, or 0
+  for a blank image). Local edge and stroke statistics per region, which random Fourier features
+  of raw pixels barely see (MNIST screen: 80.5 → 83.1 % synthetic-only accuracy at ε = 1.5).
+
+With φ = [√(1−a−b)·φ_J, √a·φ_M, √b·φ_C]: ‖φ(x)‖₂² = (1−a−b) + a + b·‖φ_C‖² ≤ 1; without the conv
+block (b = 0) ‖φ(x)‖₂² = (1−a)·1 + a·(1/J)·J = 1 exactly, whatever a. The joint kernel carries the
 dependence between columns; the sum kernel pins every class-conditional one-way marginal with few
 coordinates (one per category), where the joint features spread that signal over all D — at
 federation sizes of a few hundred rows per class the noise would otherwise drown it. a = 0 is
@@ -28,7 +35,7 @@ q = [round(γ·φ(x)) in block y, g in slot y] with the public integer g = max(1
 Adding or removing one record changes a silo's (and the federation's) sum by exactly one such q,
 so the sensitivities of the summed integer vector are bounds on ‖q‖ over all records:
 
-* L2: with a = γφ(x) (‖a‖₂ = γ) and r = round(a) − a (|r_i| ≤ 1/2 on the D' coordinates),
+* L2: with a = γφ(x) (‖a‖₂ ≤ γ) and r = round(a) − a (|r_i| ≤ 1/2 on the D' coordinates),
   ‖round(a)‖₂ ≤ ‖a‖₂ + ‖r‖₂ ≤ γ + √D'/2, hence Δ₂² = (γ + √D'/2)² + g²;
 * L1: ‖round(a)‖₁ ≤ ‖a‖₁ + D'/2 ≤ γ·√D' + D'/2 (Cauchy–Schwarz: ‖a‖₁ ≤ √D'·‖a‖₂), and for an
   integer vector ‖q‖₁ = Σ|q_i| ≤ Σ q_i² = ‖q‖₂², hence Δ₁ = min(γ√D' + D'/2 + g, Δ₂²).
@@ -50,6 +57,9 @@ import numpy as np
 GAMMA_SLACK = 1e-9
 #: rows per chunk when embedding a table (bounds the (rows, D') float64 working set)
 CHUNK_ROWS = 4096
+#: the random conv features (images): filter side and the average-pooling window
+CONV_SIZE = 5
+CONV_POOL = 4
 #: the streams of the public frequencies ("MERF", then joint / marginal)
 _STREAM = 0x4D455246
 
@@ -67,14 +77,32 @@ class FeatureMap:
         marginal_weight: float = 0.0,
         marginal_features: int = 16,
         marginal_lengthscale: float = 0.1,
+        conv_weight: float = 0.0,
+        conv_filters: int = 0,
+        image: tuple[int, int, int] | None = None,
     ) -> None:
         self.layout = layout
         self.d = sum(w for _, w in layout)
         self.a = float(marginal_weight)
+        self.b = float(conv_weight) if conv_filters else 0.0
+        self.image = image
+        self.conv = self.b > 0.0
+        if self.conv:
+            if image is None:
+                raise ValueError("conv features need an image schema")
+            c = image[0]
+            crng = np.random.default_rng([int(seed), _STREAM, 2])
+            filt = crng.standard_normal((int(conv_filters), c, CONV_SIZE, CONV_SIZE))
+            filt -= filt.mean(axis=(1, 2, 3), keepdims=True)  # edge / blob detectors, blind to flat areas
+            self.filters = filt / np.linalg.norm(filt.reshape(len(filt), -1), axis=1)[:, None, None, None]
+            self.conv_dim = int(conv_filters) * (image[1] // CONV_POOL) * (image[2] // CONV_POOL)
+        else:
+            self.filters = np.zeros((0, 1, CONV_SIZE, CONV_SIZE))
+            self.conv_dim = 0
         rng = np.random.default_rng([int(seed), _STREAM, 0])
         # drawn whatever a is, so the joint frequencies depend on the seed only
         self.omega = rng.standard_normal((self.d, features // 2)) / float(lengthscale)
-        self.joint = self.a < 1.0
+        self.joint = self.a + self.b < 1.0
         self.marginal = self.a > 0.0
         mrng = np.random.default_rng([int(seed), _STREAM, 1])
         self.cont_omega = mrng.standard_normal(marginal_features // 2) / float(marginal_lengthscale)
@@ -87,16 +115,44 @@ class FeatureMap:
         n_cont = sum(1 for k, _ in layout if k == "continuous")
         cat_width = sum(w for k, w in layout if k == "categorical")
         self.marginal_dim = (cat_width + n_cont * 2 * len(self.cont_omega)) if self.marginal else 0
-        self.dim = (features if self.joint else 0) + self.marginal_dim
+        self.dim = (features if self.joint else 0) + self.marginal_dim + self.conv_dim
         self._torch: Any = None
+        self._filters_t: dict[Any, Any] = {}
+
+    def _omega32(self) -> np.ndarray:
+        if not hasattr(self, "_om32"):
+            self._om32 = self.omega.astype(np.float32)
+        return self._om32
+
+    def _conv_features(self, x: Any) -> Any:
+        """ψ(x) = avg-pool(ReLU(conv(image, filters))), flattened (torch, in x's dtype)."""
+        import torch
+        import torch.nn.functional as F
+
+        assert self.image is not None
+        if x.dtype not in self._filters_t:
+            self._filters_t[x.dtype] = torch.from_numpy(self.filters).to(x.dtype)
+        img = x.reshape(len(x), *self.image)
+        h = F.avg_pool2d(F.relu(F.conv2d(img, self._filters_t[x.dtype], padding=CONV_SIZE // 2)), CONV_POOL)
+        return h.flatten(1)
+
+    def _conv_block(self, x: Any) -> Any:
+        """√b · ψ(x)/‖ψ(x)‖: a per-record normalisation, so the block's norm is ≤ √b whatever the
+        image (0 for a blank one)."""
+        h = self._conv_features(x)
+        return h / h.norm(dim=1, keepdim=True).clamp_min(1e-12) * math.sqrt(self.b)
 
     def embed(self, x: np.ndarray) -> np.ndarray:
         """φ(x) row by row: (n, d) → (n, D') float64, every row of unit L2 norm."""
         x = np.asarray(x, dtype=np.float64)
         parts: list[np.ndarray] = []
         if self.joint:
-            proj = x @ self.omega
-            scale = math.sqrt((1 - self.a) / self.omega.shape[1])  # √(1−a)·√(2/D)
+            # the projection may be float32 (speed): cos² + sin² = 1 is taken in float64 after it,
+            # so the unit norm — what the sensitivity rests on — does not depend on its precision
+            proj = (
+                (x.astype(np.float32) @ self._omega32()).astype(np.float64) if self.image else x @ self.omega
+            )
+            scale = math.sqrt((1 - self.a - self.b) / self.omega.shape[1])  # √(1−a−b)·√(2/D)
             parts += [np.cos(proj) * scale, np.sin(proj) * scale]
         if self.marginal:
             col = math.sqrt(self.a / self.n_cols)
@@ -107,6 +163,14 @@ class FeatureMap:
                 else:
                     p = x[:, start : start + 1] * self.cont_omega[None, :]
                     parts += [np.cos(p) * cs, np.sin(p) * cs]
+        if self.conv:
+            import torch
+
+            with torch.no_grad():  # conv in float32 (speed), the normalisation in float64
+                h = self._conv_features(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+                h64 = h.numpy().astype(np.float64)
+                nrm = np.maximum(np.linalg.norm(h64, axis=1, keepdims=True), 1e-12)
+                parts.append(h64 / nrm * math.sqrt(self.b))
         return np.concatenate(parts, axis=1)
 
     def torch_embed(self, x: Any) -> Any:
@@ -121,7 +185,7 @@ class FeatureMap:
         parts: list[torch.Tensor] = []
         if self.joint:
             proj = x @ omega
-            scale = math.sqrt((1 - self.a) / self.omega.shape[1])
+            scale = math.sqrt((1 - self.a - self.b) / self.omega.shape[1])
             parts += [torch.cos(proj) * scale, torch.sin(proj) * scale]
         if self.marginal:
             col = math.sqrt(self.a / self.n_cols)
@@ -132,6 +196,8 @@ class FeatureMap:
                 else:
                     p = x[:, start : start + 1] * cont[None, :]
                     parts += [torch.cos(p) * cs, torch.sin(p) * cs]
+        if self.conv:
+            parts.append(self._conv_block(x))
         return torch.cat(parts, dim=1)
 
 

@@ -7,7 +7,10 @@ function of (spec, schema) — the encoder width d and the class count C come fr
 schema — so an artifact's tensors are checked against a module built from the trusted spec and
 never unpickled.
 
-G: [z ~ N(0, I_latent), one-hot(c)] → Linear/LeakyReLU hidden layers → one logit per encoded slot.
+G: [z ~ N(0, I_latent), one-hot(c)] → Linear/LeakyReLU hidden layers → one logit per encoded slot
+(``kind = "merf-mlp"``), or for an image schema (``"merf-conv"``) a small convolutional body
+(:class:`ConvBody`: Linear → (ch, H/4, W/4), two nearest-upsample + conv stages) whose output is
+the image's pixel logits in the schema's column order.
 The encoded row is read through a softmax per categorical block and a sigmoid per continuous slot
 (:meth:`MerfNet.decode`), i.e. exactly the layout of :class:`~fedsynth.data.encoders.TableEncoder`.
 """
@@ -31,6 +34,8 @@ MAX_HIDDEN = 4096
 MAX_LAYERS = 8
 MAX_GAMMA = 2.0**20
 MAX_INPUT = 100_000
+MAX_CONV_FILTERS = 512
+KINDS = ("merf-mlp", "merf-conv")
 NEGATIVE_SLOPE = 0.2
 
 
@@ -64,6 +69,9 @@ class MerfSpec:
     marginal_features: int = 16
     marginal_lengthscale: float = 0.1
     kind: str = "merf-mlp"
+    # images only (fedsynth.generators.fed_merf.features): share b of φ for K random conv features
+    conv_weight: float = 0.0
+    conv_filters: int = 0
 
     def __post_init__(self) -> None:
         def is_int(v: Any) -> bool:
@@ -72,8 +80,8 @@ class MerfSpec:
         def is_num(v: Any) -> bool:
             return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
 
-        if self.kind != "merf-mlp":
-            raise SpecError(f"unsupported fed-merf generator kind {self.kind!r}")
+        if self.kind not in KINDS:
+            raise SpecError(f"unsupported fed-merf generator kind {self.kind!r}; one of {list(KINDS)}")
         if not is_int(self.features) or not 2 <= self.features <= MAX_FEATURES or self.features % 2:
             raise SpecError(f"features must be an even integer in [2, {MAX_FEATURES}], got {self.features!r}")
         if not is_num(self.lengthscale) or not 1e-3 <= self.lengthscale <= 1e3:
@@ -99,6 +107,16 @@ class MerfSpec:
             raise SpecError(f"marginal_features must be an even integer in [2, {MAX_MARGINAL_FEATURES}]")
         if not is_num(self.marginal_lengthscale) or not 1e-3 <= self.marginal_lengthscale <= 1e3:
             raise SpecError(f"marginal_lengthscale must be in [1e-3, 1e3], got {self.marginal_lengthscale!r}")
+        if not is_num(self.conv_weight) or not 0 <= self.conv_weight <= 1:
+            raise SpecError(f"conv_weight must be in [0, 1], got {self.conv_weight!r}")
+        if self.marginal_weight + self.conv_weight > 1 + 1e-12:
+            raise SpecError("marginal_weight + conv_weight must be at most 1 (they share φ's unit norm)")
+        if not is_int(self.conv_filters) or not 0 <= self.conv_filters <= MAX_CONV_FILTERS:
+            raise SpecError(f"conv_filters must be an integer in [0, {MAX_CONV_FILTERS}]")
+        if (self.conv_weight > 0) != (self.conv_filters > 0):
+            raise SpecError("conv_weight and conv_filters go together: both zero or both positive")
+        if self.kind == "merf-conv" and len(self.hidden) != 1:
+            raise SpecError("a merf-conv generator takes hidden = [base channels] (one number)")
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -114,13 +132,19 @@ class MerfSpec:
             "marginal_weight": self.marginal_weight,
             "marginal_features": self.marginal_features,
             "marginal_lengthscale": self.marginal_lengthscale,
+            # written only when used, so every spec from before images normalises as it did
+            **(
+                {"conv_weight": self.conv_weight, "conv_filters": self.conv_filters}
+                if self.conv_filters
+                else {}
+            ),
         }
 
     @staticmethod
     def from_dict(d: Any) -> MerfSpec:
         if not isinstance(d, dict):
             raise SpecError("a fed-merf spec must be a JSON object")
-        known = set(MerfSpec().to_dict())
+        known = set(MerfSpec().to_dict()) | {"conv_weight", "conv_filters"}
         if set(d) - known:
             raise SpecError(f"unknown fed-merf spec fields {sorted(set(d) - known)}")
         hidden = d.get("hidden", [128, 128])
@@ -149,25 +173,68 @@ class MerfSpec:
             marginal_features=d.get("marginal_features", 16),
             marginal_lengthscale=num("marginal_lengthscale", 0.1),
             kind=kind,
+            conv_weight=num("conv_weight", 0.0),
+            conv_filters=d.get("conv_filters", 0),
         )
+
+
+class ConvBody(nn.Module):
+    """[z, one-hot(c)] → Linear → (ch, H/4, W/4) → 2 × (nearest upsample ×2, 3×3 conv, LeakyReLU)
+    → 3×3 conv → C·H·W pixel logits (flattened row-major, the image schema's column order)."""
+
+    def __init__(self, inp: int, image: tuple[int, int, int], ch: int) -> None:
+        super().__init__()
+        c, h, w = image
+        if h % 4 or w % 4:
+            raise SpecError(f"a merf-conv generator needs image sides divisible by 4, got {h}x{w}")
+        self.shape = (ch, h // 4, w // 4)
+        half, quarter = max(ch // 2, 1), max(ch // 4, 1)
+        self.fc = nn.Linear(inp, ch * (h // 4) * (w // 4))
+        self.body = nn.Sequential(
+            nn.LeakyReLU(NEGATIVE_SLOPE),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(ch, half, 3, padding=1),
+            nn.LeakyReLU(NEGATIVE_SLOPE),
+            nn.Upsample(scale_factor=2, mode="nearest"),
+            nn.Conv2d(half, quarter, 3, padding=1),
+            nn.LeakyReLU(NEGATIVE_SLOPE),
+            nn.Conv2d(quarter, c, 3, padding=1),
+        )
+
+    def forward(self, v: torch.Tensor) -> torch.Tensor:
+        h = self.fc(v).view(len(v), *self.shape)
+        return self.body(h).flatten(1)
 
 
 class MerfNet(nn.Module):
     """G(z, c) → logits over the encoded row; :meth:`decode` turns them into an encoded row."""
 
-    def __init__(self, spec: MerfSpec, layout: tuple[tuple[str, int], ...], n_classes: int) -> None:
+    def __init__(
+        self,
+        spec: MerfSpec,
+        layout: tuple[tuple[str, int], ...],
+        n_classes: int,
+        image: tuple[int, int, int] | None = None,
+    ) -> None:
         super().__init__()
         self.spec = spec
         self.n_classes = n_classes
         self.layout = layout
         out = sum(w for _, w in layout)
-        sizes = [spec.latent + n_classes, *spec.hidden, out]
-        layers: list[nn.Module] = []
-        for i in range(len(sizes) - 1):
-            layers.append(nn.Linear(sizes[i], sizes[i + 1]))
-            if i < len(sizes) - 2:
-                layers.append(nn.LeakyReLU(NEGATIVE_SLOPE))
-        self.net = nn.Sequential(*layers)
+        self.net: nn.Module
+        if spec.kind == "merf-conv":
+            if image is None:
+                raise SpecError("a merf-conv generator needs an image schema")
+            self.net = ConvBody(spec.latent + n_classes, image, spec.hidden[0])
+        else:
+            sizes = [spec.latent + n_classes, *spec.hidden, out]
+            layers: list[nn.Module] = []
+            for i in range(len(sizes) - 1):
+                layers.append(nn.Linear(sizes[i], sizes[i + 1]))
+                if i < len(sizes) - 2:
+                    layers.append(nn.LeakyReLU(NEGATIVE_SLOPE))
+            self.net = nn.Sequential(*layers)
+        self._all_cont = all(k == "continuous" for k, _ in layout)
         self._cat: list[tuple[int, int]] = []
         self._cont: list[int] = []
         pos = 0
@@ -191,6 +258,8 @@ class MerfNet(nn.Module):
         probabilities, or (``hard``, training) a straight-through Gumbel-softmax one-hot: the
         forward pass is an exact one-hot draw from the softmax (what sampling decodes), the
         gradient that of the tempered softmax."""
+        if self._all_cont:  # images: one sigmoid over every pixel slot
+            return torch.sigmoid(logits)
         parts: list[torch.Tensor] = []
         pos = 0
         for kind, w in self.layout:
@@ -214,18 +283,28 @@ class MerfNet(nn.Module):
         return self.decode(self(z, codes))
 
 
-def build_net(spec: MerfSpec, layout: tuple[tuple[str, int], ...], n_classes: int) -> MerfNet:
+def build_net(
+    spec: MerfSpec,
+    layout: tuple[tuple[str, int], ...],
+    n_classes: int,
+    image: tuple[int, int, int] | None = None,
+) -> MerfNet:
     if sum(w for _, w in layout) > MAX_INPUT:
         raise SpecError(f"the encoded row is wider than {MAX_INPUT} slots")
-    return MerfNet(spec, layout, n_classes)
+    if spec.conv_filters and image is None:
+        raise SpecError("conv features (conv_filters > 0) need an image schema")
+    return MerfNet(spec, layout, n_classes, image)
 
 
 @functools.lru_cache(maxsize=256)
 def expected_tensors(
-    spec: MerfSpec, layout: tuple[tuple[str, int], ...], n_classes: int
+    spec: MerfSpec,
+    layout: tuple[tuple[str, int], ...],
+    n_classes: int,
+    image: tuple[int, int, int] | None = None,
 ) -> dict[str, tuple[int, ...]]:
     """Names and shapes of every tensor of the generator (a pure function of spec and schema)."""
-    return {k: tuple(v.shape) for k, v in build_net(spec, layout, n_classes).state_dict().items()}
+    return {k: tuple(v.shape) for k, v in build_net(spec, layout, n_classes, image).state_dict().items()}
 
 
-__all__ = ["MAX_FEATURES", "MerfNet", "MerfSpec", "build_net", "expected_tensors"]
+__all__ = ["KINDS", "MAX_FEATURES", "ConvBody", "MerfNet", "MerfSpec", "build_net", "expected_tensors"]

@@ -57,7 +57,7 @@ def train_generator(
     n_classes = targets.shape[0]
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed)
-    net = build_net(spec, fmap.layout, n_classes)
+    net = build_net(spec, fmap.layout, n_classes, fmap.image)
     opt = torch.optim.Adam(net.parameters(), lr=cfg.lr)
     # a cosine decay to 5 % of the rate: the last steps average out the latent-draw noise
     sched = torch.optim.lr_scheduler.LambdaLR(
