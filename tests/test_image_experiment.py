@@ -316,6 +316,7 @@ def test_run_image_seed_every_scenario(monkeypatch: pytest.MonkeyPatch) -> None:
     assert res["epsilon_spent_max"] == pytest.approx(1.5)
     assert res["artifact_bytes_per_silo"] > 0
     assert len(res["lps_recipes"]) == 2 and set(res["lps_recipes"]) <= set(ie.RECIPES)
+    assert all(set(v) == set(ie.RECIPES) for v in res["lps_validation"])
     assert 1 <= res["fedavg_rounds"] <= 4 and res["fedavg_bytes_per_client_per_round"] > 0
     t = res["timing"]
     for k in ("generators_total_s", "generators_per_silo_s", "fedavg_s", "evaluation_s", "pooled_s"):

@@ -18,13 +18,16 @@ would cost ten CNN trainings per silo and scenario):
 * ``synthetic`` — a CNN on ``synthetic_per_class`` images of every class drawn from the whole pool.
   The pool is the same for every silo, so this CNN is trained **once per seed** (one sample, one
   seed) and its scores are shared by every evaluated silo.
-* ``local_plus_synthetic`` — the silo's own images plus the synthetic ones. Two recipes, both
-  starting from the synthetic CNN's weights (pre-training on synthetic images): ``finetune`` —
-  train on the silo's own images; ``mix`` — train on the silo's own images plus an equal number of
-  synthetic images (replay). The recipe is chosen per silo by a validation split of the silo's own
-  data (10 % of it, taken from the training part; never the test split nor the local_eval
-  hold-out), then refitted on the training part (local_eval) and on all the silo's images
-  (test_eval). The per-silo choices are in ``lps_recipes``.
+* ``local_plus_synthetic`` — what a silo would really do with its own images and the synthetic
+  ones. Candidate recipes (``lps_recipes``): ``finetune`` — start from the synthetic CNN's weights
+  (pre-training on synthetic images), train on the silo's own images; ``mix`` — from the same
+  weights, train on the silo's own images plus an equal number of synthetic images (replay);
+  ``local`` — ignore the synthetic images (the silo's fallback when they do not help). The recipe
+  is chosen once per silo by the best mean(acc, F1, AUC) on a validation split (``val_frac`` of
+  the silo) taken from the silo's training images — with local_eval, from the 80 % kept, so
+  neither the 20 % hold-out nor the test split ever informs the choice — then refitted on the 80 %
+  (local_eval) and on all the silo's images (test_eval). The choices and their validation scores
+  are in ``lps_recipes`` and ``lps_validation``.
 * ``pooled_real`` — a CNN on all silos' real images (the non-private ceiling), trained once.
 
 Only the first ``eval_silos`` silos are scored (default 5, to keep one MNIST seed within about
@@ -61,7 +64,7 @@ from fedsynth.privacy.target import PrivacyTarget, default_delta
 
 SCENARIOS = ("local", "federated", "synthetic", "local_plus_synthetic", "pooled_real")
 EVALS = ("local_eval", "test_eval")
-RECIPES = ("finetune", "mix")
+RECIPES = ("finetune", "mix", "local")
 
 Progress = Callable[[str, int, int], None]
 
@@ -138,6 +141,8 @@ def _lps_fit(
     seed: int,
 ) -> list[np.ndarray]:
     """One local+synthetic recipe on the silo images ``x, y`` (see the module docstring)."""
+    if recipe == "local":
+        return train_cnn(x, y, n_classes, cfg, seed=seed)
     if recipe == "finetune":
         return train_cnn(x, y, n_classes, cfg, seed=seed, init=syn_params)
     if recipe == "mix":
@@ -274,23 +279,25 @@ def run_image_seed(
     for i in range(n_eval):
         x, y = data.train_x[parts[i]], data.train_y[parts[i]]
         sd = seed * 1000 + i
-        recipe, crit = _choose_recipe(cfg, x, y, syn, syn_params, n_classes, cnn, sd)
+        # the recipe is chosen once per silo, by a validation split of the images the models
+        # train on: with local_eval the 80 % kept (the 20 % hold-out and the test split are never
+        # seen by the choice), else all the silo's images
+        keep, hold = _split(len(x), 0.2, sd + 31) if cfg.local_eval else (np.arange(len(x)), np.arange(0))
+        recipe, crit = _choose_recipe(cfg, x[keep], y[keep], syn, syn_params, n_classes, cnn, sd)
         chosen.append(recipe)
         crits.append(crit)
         loc = train_cnn(x, y, n_classes, cnn, seed=sd)
-        lps = _lps_fit(recipe, x, y, syn, syn_params, n_classes, cnn, sd)
+        lps = loc if recipe == "local" else _lps_fit(recipe, x, y, syn, syn_params, n_classes, cnn, sd)
         per["local"]["test_eval"].append(_score(data, proba(loc, xt), yt))
         per["local_plus_synthetic"]["test_eval"].append(_score(data, proba(lps, xt), yt))
         for sc, m in shared_test.items():
             per[sc]["test_eval"].append(m)
         if cfg.local_eval:
-            keep, hold = _split(len(x), 0.2, sd + 31)
-            xh, yh = x[hold], y[hold]
-            # the recipe choice above used a validation split of all the silo's images; for the
-            # local_eval hold-out it is made again inside the 80 % kept
-            r80, _ = _choose_recipe(cfg, x[keep], y[keep], syn, syn_params, n_classes, cnn, sd + 1)
-            loc80 = train_cnn(x[keep], y[keep], n_classes, cnn, seed=sd)
-            lps80 = _lps_fit(r80, x[keep], y[keep], syn, syn_params, n_classes, cnn, sd)
+            xk, yk, xh, yh = x[keep], y[keep], x[hold], y[hold]
+            loc80 = train_cnn(xk, yk, n_classes, cnn, seed=sd)
+            lps80 = (
+                loc80 if recipe == "local" else _lps_fit(recipe, xk, yk, syn, syn_params, n_classes, cnn, sd)
+            )
             le = {
                 "local": loc80,
                 "local_plus_synthetic": lps80,
