@@ -29,6 +29,9 @@ from fedsynth.evaluation.plots import METRIC_LABELS, ordered_scenarios, scenario
 from fedsynth.generators import DEFAULT_FAMILY
 from fedsynth.privacy.target import check_epsilon_delta
 
+#: the image benchmarks' default family (the paper's generator); `--generator` overrides it
+DEFAULT_IMAGE_GENERATOR = "conv-vae"
+
 # The paper's Table I (evaluated on local data), for side-by-side printing. Its Synthetic column
 # trains on class-balanced pool samples: our ``synthetic_balanced`` scenario.
 PAPER_TABLE_I: dict[str, dict[str, dict[str, float]]] = {
@@ -127,6 +130,14 @@ SCENARIO_LEGEND: dict[str, str] = {
     "local_plus_synthetic_rows": "own rows + synthetic rows in the silo's class mix",
     "pooled_real": "all silos' real rows pooled (non-private ceiling)",
 }
+#: the image experiment's scenarios (a CNN per scenario; fedsynth.evaluation.image_experiment)
+IMAGE_LEGEND: dict[str, str] = {
+    "local": "a small CNN on the silo's own images",
+    "federated": "the CNN, FedAvg over all silos' images (Flower)",
+    "synthetic": "the CNN on class-balanced pool samples only",
+    "local_plus_synthetic": "own images + synthetic (recipe chosen on own data)",
+    "pooled_real": "all silos' real images pooled (non-private ceiling)",
+}
 PAPER_ROW = "  paper (Table I)"
 
 
@@ -147,13 +158,10 @@ def _results_table(title: str, res: dict[str, Any], evaluation: str, paper: dict
     return t
 
 
-def _legend(scenarios: list[str], paper: bool) -> list[str]:
+def _legend(scenarios: list[str], paper: bool, images: bool = False) -> list[str]:
     """What each scenario is, one line each; the descriptions are short enough for 80 columns."""
-    rows = [
-        (scenario_label(sc), SCENARIO_LEGEND[sc])
-        for sc in ordered_scenarios(scenarios)
-        if sc in SCENARIO_LEGEND
-    ]
+    legend = IMAGE_LEGEND if images else SCENARIO_LEGEND
+    rows = [(scenario_label(sc), legend[sc]) for sc in ordered_scenarios(scenarios) if sc in legend]
     if paper:
         rows.append((PAPER_ROW.strip(), "the SGDE paper's Table I, for comparison"))
     w = max((len(name) for name, _ in rows), default=0)
@@ -275,14 +283,16 @@ def _run_via_hub(bench: Any, cfg: Any, seed: int, cb: Any) -> dict[str, Any]:
 
 
 def _print_result(res: dict[str, Any]) -> None:
+    from fedsynth.cli.image_bench import PAPER_IMAGES
+
     base = res["dataset"].split("_sklearn")[0]
-    paper = PAPER_TABLE_I.get(base)
+    paper = PAPER_TABLE_I.get(base) or PAPER_IMAGES.get(base)
     for ev, name in (
         ("local_eval", "evaluated on local data (Table I)"),
         ("test_eval", "evaluated on the test split (Table III)"),
     ):
         print_table(_results_table(f"{res['dataset']} — {res['silos']} silos, {name}", res, ev, paper))
-    for line in _legend(list(res["scenarios"]), paper is not None):
+    for line in _legend(list(res["scenarios"]), paper is not None, images=base in PAPER_IMAGES):
         out.print(line, highlight=False)
     comm = res["per_seed"][0].get("communication")
     rnd = res["per_seed"][0].get("round")
@@ -339,7 +349,7 @@ def bench_sgde(
     dataset: Annotated[str, typer.Option()] = "adult",
     silos: Annotated[int, typer.Option(min=2)] = 20,
     seeds: Annotated[int, typer.Option(min=1)] = 3,
-    epsilon: Annotated[float, typer.Option()] = 1.0,
+    epsilon: Annotated[float | None, typer.Option(help="ε per record (default 1; images 1.5)")] = None,
     rows: Annotated[int, typer.Option(help="synthetic rows per silo")] = 5000,
     eval_silos: Annotated[int | None, typer.Option(help="score only the first k silos")] = None,
     json_out: Annotated[Path | None, typer.Option("--json")] = None,
@@ -349,9 +359,18 @@ def bench_sgde(
     ] = None,
     generator: Annotated[str, typer.Option(help=GENERATOR_HELP)] = DEFAULT_GENERATOR,
     hub: Annotated[bool, typer.Option("--hub/--no-hub", help="exchange through a real hub process")] = False,
+    device: Annotated[str, typer.Option(help="images: auto (CUDA when present), cpu or cuda")] = "auto",
+    per_class: Annotated[int, typer.Option(min=10, help="images: synthetic images per class")] = 1000,
 ) -> None:
-    """The SGDE paper's experiment (Table I and III layout), mean ± sd over seeds."""
+    """The SGDE paper's experiment (Table I and III layout), mean ± sd over seeds.
+
+    Image datasets (mnist, fashion_mnist) run the image experiment: a small CNN per scenario,
+    FedAvg of the CNN through Flower, and a PNG grid of samples per class next to the JSON."""
+    from fedsynth.data.images import IMAGE_BENCHMARKS
+
     with user_errors():
+        if epsilon is None:
+            epsilon = 1.5 if dataset in IMAGE_BENCHMARKS else 1.0
         check_epsilon_delta(epsilon, None)
         overrides = {}
         for kv in set_ or []:
@@ -359,6 +378,46 @@ def bench_sgde(
             overrides[k] = json.loads(v)
             if isinstance(overrides[k], list):
                 overrides[k] = tuple(overrides[k])
+        if dataset in IMAGE_BENCHMARKS:
+            if hub or split != "equal":
+                raise ValueError("image benchmarks run in-process with the paper's equal split")
+            if device not in ("auto", "cpu", "cuda"):
+                raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
+            from fedsynth.cli.image_bench import run_image_bench
+
+            _quiet()
+            gen = DEFAULT_IMAGE_GENERATOR if generator == DEFAULT_GENERATOR else generator
+            # several families (comma-separated) share one run's baselines (Local, FedAvg, pooled)
+            families = [g.strip() for g in gen.split(",") if g.strip()]
+            results = run_image_bench(
+                dataset,
+                silos=silos,
+                seeds=seeds,
+                epsilon=epsilon,
+                eval_silos=5 if eval_silos is None else eval_silos,
+                generators=families,
+                gen_overrides=overrides,
+                device=device,
+                per_class=per_class,
+                grid_dir=json_out.parent if json_out else None,
+            )
+            for res in results:
+                res["split"] = split
+                _print_result(res)
+                for g in res["sample_grids"]:
+                    out.print(f"wrote sample grid {g}")
+                if json_out:
+                    path = json_out
+                    if len(results) > 1:
+                        path = json_out.with_name(f"{json_out.stem}_{res['generator_name']}{json_out.suffix}")
+                    write_json(path, res)
+                    png = sgde_bars(
+                        res,
+                        path.with_suffix(".png"),
+                        f"{dataset}: {silos} silos, ε = {epsilon:g}, {res['generator']}",
+                    )
+                    out.print(f"wrote {path} and {png}")
+            return
         res = _run_sgde(
             dataset,
             silos,

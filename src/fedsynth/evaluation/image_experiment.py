@@ -42,6 +42,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -181,10 +182,27 @@ def _choose_recipe(
 
 
 def run_image_seed(
-    data: ImageData, cfg: ImageSGDEConfig, seed: int, progress: Progress | None = None
+    data: ImageData,
+    cfg: ImageSGDEConfig,
+    seed: int,
+    progress: Progress | None = None,
+    on_sets: Callable[[list[GeneratorSet]], None] | None = None,
+    shared: dict[Any, Any] | None = None,
 ) -> dict[str, Any]:
     """One seed of the image experiment: per-scenario metrics averaged over the evaluated silos,
-    the privacy spent, sizes and timing per phase."""
+    the privacy spent, sizes and timing per phase. ``on_sets`` sees the fitted generator sets
+    (silo order; one set for a federation-level family), e.g. to draw sample grids.
+
+    ``shared``: a dict kept across calls for the SAME data, seed and config except the generator —
+    the scenarios that do not depend on the generator (FedAvg, pooled real, the local CNNs) are
+    computed by the first call and reused by the next, so families are compared on one baseline."""
+    memo: dict[Any, Any] = {} if shared is None else shared
+
+    def once(key: Any, make: Callable[[], Any]) -> Any:
+        if key not in memo:
+            memo[key] = make()
+        return memo[key]
+
     s = data.schema
     if s.image is None:
         raise ValueError("run_image_seed needs an image schema (Schema.image)")
@@ -223,6 +241,8 @@ def run_image_seed(
         timing["generators_silo_s"] = per_silo_s
     artifact_bytes = [sum(len(c) + len(w) for c, w in map(to_artifact, gs.generators)) for gs in sets]
     pool = GeneratorPool(s, [g for gs in sets for g in gs.generators])
+    if on_sets is not None:
+        on_sets(sets)
 
     # 2. the synthetic-only CNN: one pool, one sample, trained once per seed for every silo
     t0 = time.perf_counter()
@@ -236,27 +256,35 @@ def run_image_seed(
 
     # 3. FedAvg of the CNN over every silo's private images (Flower's strategy)
     t0 = time.perf_counter()
-    fed = run_cnn_fedavg(
-        [(data.train_x[p], data.train_y[p]) for p in parts],
-        n_classes,
-        cnn,
-        local_epochs=cfg.fedavg_local_epochs,
-        max_rounds=cfg.fedavg_max_rounds,
-        patience=cfg.fedavg_patience,
-        seed=seed,
-        progress=(lambda r, _c: progress("fedavg rounds", r, cfg.fedavg_max_rounds)) if progress else None,
+    fed = once(
+        "fedavg",
+        lambda: run_cnn_fedavg(
+            [(data.train_x[p], data.train_y[p]) for p in parts],
+            n_classes,
+            cnn,
+            local_epochs=cfg.fedavg_local_epochs,
+            max_rounds=cfg.fedavg_max_rounds,
+            patience=cfg.fedavg_patience,
+            seed=seed,
+            progress=(lambda r, _c: progress("fedavg rounds", r, cfg.fedavg_max_rounds))
+            if progress
+            else None,
+        ),
     )
     timing["fedavg_s"] = time.perf_counter() - t0
 
     # 4. pooled real images (the ceiling)
     t0 = time.perf_counter()
     pooled_idx = np.concatenate(parts)
-    pooled_params = train_cnn(
-        data.train_x[pooled_idx],
-        data.train_y[pooled_idx],
-        n_classes,
-        replace(cnn, epochs=cfg.pooled_epochs),
-        seed=seed * 1000 + 997,
+    pooled_params = once(
+        "pooled",
+        lambda: train_cnn(
+            data.train_x[pooled_idx],
+            data.train_y[pooled_idx],
+            n_classes,
+            replace(cnn, epochs=cfg.pooled_epochs),
+            seed=seed * 1000 + 997,
+        ),
     )
     timing["pooled_s"] = time.perf_counter() - t0
 
@@ -286,7 +314,7 @@ def run_image_seed(
         recipe, crit = _choose_recipe(cfg, x[keep], y[keep], syn, syn_params, n_classes, cnn, sd)
         chosen.append(recipe)
         crits.append(crit)
-        loc = train_cnn(x, y, n_classes, cnn, seed=sd)
+        loc = once(("local", i), partial(train_cnn, x, y, n_classes, cnn, seed=sd))
         lps = loc if recipe == "local" else _lps_fit(recipe, x, y, syn, syn_params, n_classes, cnn, sd)
         per["local"]["test_eval"].append(_score(data, proba(loc, xt), yt))
         per["local_plus_synthetic"]["test_eval"].append(_score(data, proba(lps, xt), yt))
@@ -294,7 +322,7 @@ def run_image_seed(
             per[sc]["test_eval"].append(m)
         if cfg.local_eval:
             xk, yk, xh, yh = x[keep], y[keep], x[hold], y[hold]
-            loc80 = train_cnn(xk, yk, n_classes, cnn, seed=sd)
+            loc80 = once(("local80", i), partial(train_cnn, xk, yk, n_classes, cnn, seed=sd))
             lps80 = (
                 loc80 if recipe == "local" else _lps_fit(recipe, xk, yk, syn, syn_params, n_classes, cnn, sd)
             )

@@ -12,8 +12,8 @@ Rounds: :class:`HubAdmin` opens, starts, posts the result of and aborts them; a 
 withdraws and reads them. Every answer is a :class:`RoundInfo`.
 
 Nor does it trust the hub's JSON: every answer is parsed strictly (no non-finite numbers, no
-integer outside jsonsafe.MAX_INT (2**63 − 1), no lone surrogate, the fields a pool entry needs present and typed)
-and a malformed one raises :class:`HubAnswerError` naming the field. Downloads are streamed with
+integer outside ±jsonsafe.MAX_INT, no lone surrogate, the fields a pool entry needs present and
+typed) and a malformed one raises :class:`HubAnswerError` naming the field. Downloads are streamed with
 the pool entry's announced ``size`` as a hard cap (and the card's 64 KB limit), hashed on the way:
 a hub that sends more bytes than it announced is cut off at the first excess chunk.
 """

@@ -394,6 +394,7 @@ BUILTIN: dict[str, str] = {
     "dp-diffusion/1": "fedsynth.generators.diffusion.family",
     "fed-pgm/1": "fedsynth.generators.fed_pgm.family",
     "fed-merf/1": "fedsynth.generators.fed_merf.family",
+    "dp-conv-vae/1": "fedsynth.generators.conv_vae.family",
 }
 ALIASES: dict[str, str] = {
     "vae": "dp-vae/1",
@@ -402,6 +403,7 @@ ALIASES: dict[str, str] = {
     "diffusion": "dp-diffusion/1",
     "fed-pgm": "fed-pgm/1",
     "fed-merf": "fed-merf/1",
+    "conv-vae": "dp-conv-vae/1",
 }
 _REGISTERED: dict[str, GeneratorFamily] = {}
 
