@@ -18,8 +18,6 @@ from fedsynth.generators.base import (
     SpecError,
     TooFewRowsError,
     check_output,
-    family_kinds,
-    register,
 )
 from fedsynth.generators.conv_vae.family import FAMILY, KIND, ConvVAEGenerator
 from fedsynth.generators.conv_vae.nets import ConvDecoderSpec, build_decoder, expected_tensors
@@ -27,9 +25,6 @@ from fedsynth.generators.conv_vae.train import ConvVAEConfig, train_class_conv_v
 from fedsynth.privacy.target import PrivacyTarget
 
 warnings.filterwarnings("ignore", module="opacus")
-
-if KIND not in family_kinds():  # until the integrator lists it in base.BUILTIN
-    register(FAMILY)
 
 TINY = ConvVAEConfig(
     latent_dim=4, channels=(8, 4), groups=2, epochs=2, batch_size=16, min_steps=6, max_steps=12, lr=1e-2

@@ -209,8 +209,12 @@ def create_federation_cmd(
             sch = load_schema(schema)
         else:
             from fedsynth.data.datasets import load_dataset
+            from fedsynth.data.images import IMAGE_BENCHMARKS, image_schema
 
-            sch = load_dataset(str(dataset), seed=0).schema
+            if dataset in IMAGE_BENCHMARKS:  # public: 28×28 8-bit images, ten labels
+                sch = image_schema((1, 28, 28), tuple(str(i) for i in range(len(IMAGE_BENCHMARKS[dataset]))))
+            else:
+                sch = load_dataset(str(dataset), seed=0).schema
         try:
             hid = tuple(int(h) for h in hidden.split(",") if h.strip())
         except ValueError:
