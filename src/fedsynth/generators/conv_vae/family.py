@@ -55,11 +55,10 @@ KIND = "dp-conv-vae/1"
 
 def image_shape(schema: Schema) -> tuple[int, int, int]:
     """The schema's (C, H, W); a tabular schema is a :class:`SpecError`."""
-    shape = getattr(schema, "image", None)
+    shape = schema.image
     if shape is None:
         raise SpecError("dp-conv-vae needs an image schema (schema.image = (C, H, W)); this one is tabular")
-    c, h, w = (int(v) for v in shape)
-    return c, h, w
+    return shape
 
 
 class ConvVAEGenerator:
