@@ -135,7 +135,7 @@ def check_images(x: np.ndarray, schema: Schema, what: str = "images") -> np.ndar
 def to_frame(x: np.ndarray, labels: np.ndarray | list[str], schema: Schema) -> pd.DataFrame:
     """(N, C, H, W) uint8 images and their labels → the schema's frame (pixel columns + target)."""
     x = check_images(x, schema)
-    df = pd.DataFrame(x.reshape(len(x), -1), columns=pixel_columns(schema))
+    df = pd.DataFrame(x.reshape(len(x), int(np.prod(x.shape[1:]))), columns=pixel_columns(schema))
     df[schema.target] = np.asarray(labels).astype(str)
     return df
 
