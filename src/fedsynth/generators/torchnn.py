@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
@@ -13,7 +15,23 @@ from torch import nn
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard
 from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Schema
-from fedsynth.generators.base import RandomStreams, class_codes, decode_rows, streams
+from fedsynth.generators.base import (
+    FamilySpec,
+    FitReport,
+    Generator,
+    GeneratorSet,
+    RandomStreams,
+    TooFewRowsError,
+    class_codes,
+    decode_rows,
+    make_card,
+    streams,
+)
+from fedsynth.privacy.dpsgd import dpsgd_claim
+from fedsynth.privacy.target import PrivacyTarget
+
+log = logging.getLogger(__name__)
+M = TypeVar("M", bound=nn.Module)
 
 
 def module_tensors(module: nn.Module) -> dict[str, np.ndarray]:
@@ -78,3 +96,52 @@ class LossTrace:
     @property
     def final(self) -> float:
         return self.losses[-1] if self.losses else float("nan")
+
+
+def fit_per_class(
+    x: np.ndarray,
+    y: np.ndarray,
+    schema: Schema,
+    kind: str,
+    spec: FamilySpec,
+    target: PrivacyTarget,
+    train: Callable[[np.ndarray, str, float, int], tuple[M, Any]],
+    wrap: Callable[[GeneratorCard, M], Generator],
+    *,
+    seed: int,
+    strict: bool,
+    on_fit: Callable[[FitReport], None] | None,
+    what: str = "rows",
+) -> GeneratorSet:
+    """One DP-SGD model per class of ``schema`` (the SGDE protocol; the classes' rows are disjoint,
+    so the set costs the max over its cards — :func:`~fedsynth.generators.base.set_cost`).
+
+    ``train(rows, class_label, delta, seed)`` → (module, report with ``account``, ``n_rows``,
+    ``seconds``, ``final_loss``, ``losses``); δ is the target's per-class rule on the class size.
+    The claim comes from the run's accountant (``dpsgd_claim``). A class with too few rows is
+    skipped with its message (or raised, ``strict``); none at all is an error."""
+    gens: list[Generator] = []
+    reports: list[FitReport] = []
+    skipped: list[str] = []
+    for k, cls in enumerate(schema.classes):
+        rows = x[y == cls]
+        if len(rows) == 0:
+            continue
+        try:
+            module, rep = train(rows, cls, target.delta_for(len(rows)), seed * 1000 + k)
+        except TooFewRowsError as e:
+            if strict:
+                raise
+            log.warning("%s; skipping this class", e)
+            skipped.append(str(e))
+            continue
+        claim = dpsgd_claim(rep.account)
+        card = make_card(kind, spec, schema, cls, claim, module_tensors(module))
+        gens.append(wrap(card, module))
+        fr = FitReport(cls, rep.n_rows, rep.seconds, claim, rep.final_loss, rep.losses)
+        reports.append(fr)
+        if on_fit:
+            on_fit(fr)
+    if not gens:
+        raise TooFewRowsError(f"no class had enough {what} to train a generator: " + "; ".join(skipped))
+    return GeneratorSet(schema, kind, gens, reports, skipped)

@@ -32,15 +32,12 @@ from fedsynth.generators.base import (
     GeneratorSet,
     RandomStreams,
     SpecError,
-    TooFewRowsError,
     decode_rows,
-    make_card,
     streams,
 )
-from fedsynth.generators.torchnn import load_module_tensors, module_tensors
+from fedsynth.generators.torchnn import fit_per_class, load_module_tensors, module_tensors
 from fedsynth.generators.vae.nets import Decoder, DecoderSpec, build_decoder, expected_tensors
 from fedsynth.generators.vae.train import VAEConfig, preset_for, train_class_vae
-from fedsynth.privacy.dpsgd import dpsgd_claim
 from fedsynth.privacy.target import PrivacyTarget
 
 log = logging.getLogger(__name__)
@@ -170,39 +167,17 @@ class VAEFamily:
             )
         x_all = enc.transform(data, validated=True)
         y = data[schema.target].to_numpy()
-        gens: list[VAEGenerator] = []
-        reports: list[FitReport] = []
-        skipped: list[str] = []
-        for k, cls in enumerate(schema.classes):
-            rows = x_all[y == cls]
-            if len(rows) == 0:
-                continue
-            try:
-                dec, rep = train_class_vae(
-                    rows,
-                    spec,
-                    cfg,
-                    class_label=cls,
-                    epsilon=target.epsilon,
-                    delta=target.delta_for(len(rows)),
-                    seed=seed * 1000 + k,
-                )
-            except TooFewRowsError as e:
-                if strict:
-                    raise
-                log.warning("%s; skipping this class", e)
-                skipped.append(str(e))
-                continue
-            claim = dpsgd_claim(rep.account)
-            card = make_card(KIND, spec, schema, cls, claim, module_tensors(dec))
-            gens.append(VAEGenerator(card, dec, schema, "local"))
-            fr = FitReport(cls, rep.n_rows, rep.seconds, claim, rep.final_loss, rep.losses)
-            reports.append(fr)
-            if on_fit:
-                on_fit(fr)
-        if not gens:
-            raise TooFewRowsError("no class had enough rows to train a generator: " + "; ".join(skipped))
-        return GeneratorSet(schema, KIND, list(gens), reports, skipped)
+
+        def train(rows: np.ndarray, cls: str, delta: float, sd: int) -> tuple[Any, Any]:
+            return train_class_vae(
+                rows, spec, cfg, class_label=cls, epsilon=target.epsilon, delta=delta, seed=sd
+            )
+
+        return fit_per_class(
+            x_all, y, schema, KIND, spec, target, train,
+            lambda card, dec: VAEGenerator(card, dec, schema, "local"),
+            seed=seed, strict=strict, on_fit=on_fit, what="rows",
+        )  # fmt: skip
 
 
 FAMILY = VAEFamily()
