@@ -22,7 +22,9 @@ would cost ten CNN trainings per silo and scenario):
   ones. Candidate recipes (``lps_recipes``): ``finetune`` — start from the synthetic CNN's weights
   (pre-training on synthetic images), train on the silo's own images; ``mix`` — from the same
   weights, train on the silo's own images plus an equal number of synthetic images (replay);
-  ``local`` — ignore the synthetic images (the silo's fallback when they do not help). The recipe
+  ``ensemble`` — the mean of the ``local`` and ``finetune`` CNNs' probabilities (two views of
+  the task that err differently); ``local`` — ignore the synthetic images (the silo's fallback
+  when they do not help). The recipe
   is chosen once per silo by the best mean(acc, F1, AUC) on a validation split (``val_frac`` of
   the silo) taken from the silo's training images — with local_eval, from the 80 % kept, so
   neither the 20 % hold-out nor the test split ever informs the choice — then refitted on the 80 %
@@ -65,7 +67,7 @@ from fedsynth.privacy.target import PrivacyTarget, default_delta
 
 SCENARIOS = ("local", "federated", "synthetic", "local_plus_synthetic", "pooled_real")
 EVALS = ("local_eval", "test_eval")
-RECIPES = ("finetune", "mix", "local")
+RECIPES = ("finetune", "mix", "ensemble", "local")
 
 Progress = Callable[[str, int, int], None]
 
@@ -131,6 +133,9 @@ def _split(n: int, frac: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
     return perm[k:], perm[:k]
 
 
+Members = list[list[np.ndarray]]  # a model: one or more CNNs whose probabilities are averaged
+
+
 def _lps_fit(
     recipe: str,
     x: np.ndarray,
@@ -140,18 +145,37 @@ def _lps_fit(
     n_classes: int,
     cfg: CNNConfig,
     seed: int,
-) -> list[np.ndarray]:
-    """One local+synthetic recipe on the silo images ``x, y`` (see the module docstring)."""
-    if recipe == "local":
-        return train_cnn(x, y, n_classes, cfg, seed=seed)
-    if recipe == "finetune":
-        return train_cnn(x, y, n_classes, cfg, seed=seed, init=syn_params)
-    if recipe == "mix":
-        sx, sy = syn
-        take = np.random.default_rng(seed).permutation(len(sx))[: len(x)]
-        xm, ym = np.concatenate([x, sx[take]]), np.concatenate([y, sy[take]])
-        return train_cnn(xm, ym, n_classes, cfg, seed=seed, init=syn_params)
+    cache: dict[str, list[np.ndarray]] | None = None,
+) -> Members:
+    """One local+synthetic recipe on the silo images ``x, y`` (see the module docstring); the CNNs
+    a recipe shares with another (``ensemble`` = ``local`` + ``finetune``) are trained once per
+    ``cache``."""
+    fits = {} if cache is None else cache
+
+    def one(name: str) -> list[np.ndarray]:
+        if name not in fits:
+            if name == "local":
+                fits[name] = train_cnn(x, y, n_classes, cfg, seed=seed)
+            elif name == "finetune":
+                fits[name] = train_cnn(x, y, n_classes, cfg, seed=seed, init=syn_params)
+            else:  # mix
+                sx, sy = syn
+                take = np.random.default_rng(seed).permutation(len(sx))[: len(x)]
+                xm, ym = np.concatenate([x, sx[take]]), np.concatenate([y, sy[take]])
+                fits[name] = train_cnn(xm, ym, n_classes, cfg, seed=seed, init=syn_params)
+        return fits[name]
+
+    if recipe in ("local", "finetune", "mix"):
+        return [one(recipe)]
+    if recipe == "ensemble":
+        return [one("local"), one("finetune")]
     raise ValueError(f"unknown local+synthetic recipe {recipe!r}; known: {RECIPES}")
+
+
+def _members_proba(members: Members, x: np.ndarray, cfg: CNNConfig) -> np.ndarray:
+    return np.mean(
+        [predict_proba_cnn(p, x, device=cfg.device, batch=cfg.predict_batch) for p in members], axis=0
+    )
 
 
 def _choose_recipe(
@@ -173,9 +197,11 @@ def _choose_recipe(
     crit: dict[str, float] = {}
     classes = [str(i) for i in range(n_classes)]
     pos = "1" if n_classes == 2 else None
+    cache: dict[str, list[np.ndarray]] = {}
     for r in cfg.lps_recipes:
-        p = _lps_fit(r, x[tr], y[tr], syn, syn_params, n_classes, cnn, seed)
-        pr = predict_proba_cnn(p, x[va], device=cnn.device, batch=cnn.predict_batch)
+        pr = _members_proba(
+            _lps_fit(r, x[tr], y[tr], syn, syn_params, n_classes, cnn, seed, cache), x[va], cnn
+        )
         crit[r] = criterion(score(y[va].astype(str), pr, classes, pos))
     best = max(cfg.lps_recipes, key=lambda r: (np.nan_to_num(crit[r], nan=-1.0), -cfg.lps_recipes.index(r)))
     return best, crit
@@ -315,26 +341,24 @@ def run_image_seed(
         chosen.append(recipe)
         crits.append(crit)
         loc = once(("local", i), partial(train_cnn, x, y, n_classes, cnn, seed=sd))
-        lps = loc if recipe == "local" else _lps_fit(recipe, x, y, syn, syn_params, n_classes, cnn, sd)
+        lps = _lps_fit(recipe, x, y, syn, syn_params, n_classes, cnn, sd, {"local": loc})
         per["local"]["test_eval"].append(_score(data, proba(loc, xt), yt))
-        per["local_plus_synthetic"]["test_eval"].append(_score(data, proba(lps, xt), yt))
+        per["local_plus_synthetic"]["test_eval"].append(_score(data, _members_proba(lps, xt, cnn), yt))
         for sc, m in shared_test.items():
             per[sc]["test_eval"].append(m)
         if cfg.local_eval:
             xk, yk, xh, yh = x[keep], y[keep], x[hold], y[hold]
             loc80 = once(("local80", i), partial(train_cnn, xk, yk, n_classes, cnn, seed=sd))
-            lps80 = (
-                loc80 if recipe == "local" else _lps_fit(recipe, xk, yk, syn, syn_params, n_classes, cnn, sd)
-            )
-            le = {
-                "local": loc80,
+            lps80 = _lps_fit(recipe, xk, yk, syn, syn_params, n_classes, cnn, sd, {"local": loc80})
+            le: dict[str, Members] = {
+                "local": [loc80],
                 "local_plus_synthetic": lps80,
-                "federated": fed.params,
-                "synthetic": syn_params,
-                "pooled_real": pooled_params,
+                "federated": [fed.params],
+                "synthetic": [syn_params],
+                "pooled_real": [pooled_params],
             }
-            for sc, prm in le.items():
-                per[sc]["local_eval"].append(_score(data, proba(prm, xh), yh))
+            for sc, members in le.items():
+                per[sc]["local_eval"].append(_score(data, _members_proba(members, xh, cnn), yh))
         if progress:
             progress("evaluation", i + 1, n_eval)
     timing["evaluation_s"] = time.perf_counter() - t_eval
