@@ -58,7 +58,7 @@ from fedsynth.evaluation.cnn import (
     run_cnn_fedavg,
     train_cnn,
 )
-from fedsynth.evaluation.metrics import METRICS, mean_sd, score
+from fedsynth.evaluation.metrics import METRICS, aggregate_runs, score
 from fedsynth.generators.base import GeneratorSet, get_family, is_federation_family
 from fedsynth.generators.federation import fit_federation
 from fedsynth.generators.io import to_artifact
@@ -403,18 +403,8 @@ def run_image_seed(
 
 
 def aggregate(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Mean and sd over seeds, each as {scenario: {local_eval|test_eval: {metric: percent}}}
-    (the layout of :func:`fedsynth.evaluation.sgde_experiment.aggregate`)."""
-    if not runs:
-        raise ValueError("no runs to aggregate")
-    means: dict[str, Any] = {}
-    sds: dict[str, Any] = {}
-    for sc in [sc for sc in SCENARIOS if sc in runs[0]["scenarios"]]:
-        evals = [e for e in EVALS if all(e in r["scenarios"][sc] for r in runs)]
-        stats = {e: mean_sd([r["scenarios"][sc][e] for r in runs]) for e in evals}
-        means[sc] = {e: {m: v["mean"] for m, v in st.items()} for e, st in stats.items()}
-        sds[sc] = {e: {m: v["sd"] for m, v in st.items()} for e, st in stats.items()}
-    return means, sds
+    """Mean and sd over seeds (:func:`~fedsynth.evaluation.metrics.aggregate_runs`)."""
+    return aggregate_runs(runs, SCENARIOS, EVALS)
 
 
 __all__ = [

@@ -6,6 +6,8 @@ macro, for multiclass). Probabilities are columns in the order of ``classes``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from sklearn.metrics import accuracy_score, f1_score, roc_auc_score
 
@@ -52,3 +54,21 @@ def mean_sd(values: list[dict[str, float]]) -> dict[str, dict[str, float]]:
             "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0,
         }
     return out
+
+
+def aggregate_runs(
+    runs: list[dict[str, Any]], scenarios: tuple[str, ...], evals: tuple[str, ...]
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Mean and sd over seeds, each as {scenario: {evaluation: {metric: percent}}} — the
+    ``scenarios`` / ``scenarios_sd`` entries of ``fedsynth bench sgde --json``. Scenarios absent
+    from the runs, and evaluations a scenario lacks in any run, are left out."""
+    if not runs:
+        raise ValueError("no runs to aggregate")
+    means: dict[str, Any] = {}
+    sds: dict[str, Any] = {}
+    for sc in [sc for sc in scenarios if sc in runs[0]["scenarios"]]:
+        present = [e for e in evals if all(e in r["scenarios"][sc] for r in runs)]
+        stats = {e: mean_sd([r["scenarios"][sc][e] for r in runs]) for e in present}
+        means[sc] = {e: {m: v["mean"] for m, v in st.items()} for e, st in stats.items()}
+        sds[sc] = {e: {m: v["sd"] for m, v in st.items()} for e, st in stats.items()}
+    return means, sds

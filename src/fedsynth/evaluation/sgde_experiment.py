@@ -45,7 +45,7 @@ from fedsynth.evaluation.classifiers import (
 )
 from fedsynth.evaluation.exchange import in_process_exchange
 from fedsynth.evaluation.fedavg import predict_proba, run_fedavg
-from fedsynth.evaluation.metrics import METRICS, mean_sd, score
+from fedsynth.evaluation.metrics import METRICS, aggregate_runs, score
 from fedsynth.generators.base import Generator, GeneratorSet, get_family, is_federation_family
 from fedsynth.generators.federation import fit_federation
 from fedsynth.generators.io import to_artifact
@@ -278,12 +278,5 @@ def run_seed(
 
 
 def aggregate(runs: list[dict[str, Any]]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Mean and sd over seeds, each as {scenario: {local_eval|test_eval: {metric: percent}}}:
-    the ``scenarios`` and ``scenarios_sd`` entries of ``fedsynth bench sgde --json``."""
-    means: dict[str, Any] = {}
-    sds: dict[str, Any] = {}
-    for sc in SCENARIOS:
-        stats = {e: mean_sd([r["scenarios"][sc][e] for r in runs]) for e in EVALS}
-        means[sc] = {e: {m: v["mean"] for m, v in st.items()} for e, st in stats.items()}
-        sds[sc] = {e: {m: v["sd"] for m, v in st.items()} for e, st in stats.items()}
-    return means, sds
+    """Mean and sd over seeds (:func:`~fedsynth.evaluation.metrics.aggregate_runs`)."""
+    return aggregate_runs(runs, SCENARIOS, EVALS)
