@@ -61,10 +61,12 @@ def run_image_bench(
     if not generators:
         raise ValueError("give at least one generator family")
     fams = [get_family(g) for g in generators]
+    if gen_overrides and len(fams) > 1:
+        raise ValueError("--set applies to one family: run the families separately to override settings")
     data = load_images(dataset)
     cfgs = []
     for family in fams:
-        gen_cfg = family_config(family, dataset, gen_overrides if len(fams) == 1 else None)
+        gen_cfg = family_config(family, dataset, gen_overrides)
         if hasattr(gen_cfg, "device"):
             gen_cfg = dataclasses.replace(gen_cfg, device=device)
         cfgs.append(
@@ -79,8 +81,6 @@ def run_image_bench(
                 device=device,
             )
         )
-    if gen_overrides and len(fams) > 1:
-        raise ValueError("--set applies to one family: run the families separately to override settings")
     runs: list[list[dict[str, Any]]] = [[] for _ in fams]
     grids: list[list[str]] = [[] for _ in fams]
     t_all = time.perf_counter()
