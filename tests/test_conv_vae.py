@@ -221,7 +221,8 @@ def test_default_config_presets():
 
 
 def test_per_sample_gradients_match_autograd():
-    from fedsynth.generators.conv_vae.train import ConvVAE, PerSampleClipper
+    from fedsynth.generators.conv_vae.train import ConvVAE
+    from fedsynth.privacy.clipping import PerSampleClipper
 
     spec = ConvDecoderSpec(latent_dim=3, image=(2, 8, 12), channels=(4, 6), groups=2)
     torch.manual_seed(0)

@@ -7,7 +7,7 @@ import importlib
 from fedsynth.cli.app import app
 
 # Optional command groups: a module that is not there (yet) simply adds no commands.
-for _mod in ("sgde", "hub", "flaim", "audit", "rounds", "join", "store", "tokens"):
+for _mod in ("sgde", "drift", "hub", "flaim", "audit", "rounds", "join", "store", "tokens"):
     try:
         importlib.import_module(f"fedsynth.cli.{_mod}")
     except ModuleNotFoundError as _e:  # pragma: no cover - only while a group is absent

@@ -105,11 +105,11 @@ def init_params(
     cfg = cfg or CNNConfig()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _build(shape, n_classes, cfg.channels, cfg.hidden)
+        net = build_cnn(shape, n_classes, cfg.channels, cfg.hidden)
     return [p.detach().numpy().copy() for p in net.parameters()]
 
 
-def _build(shape: tuple[int, int, int], n_classes: int, channels: tuple[int, int], hidden: int) -> Any:
+def build_cnn(shape: tuple[int, int, int], n_classes: int, channels: tuple[int, int], hidden: int) -> Any:
     from torch import nn
 
     c, h, w = shape
@@ -140,7 +140,7 @@ def _net_from(params: list[np.ndarray], shape: tuple[int, int, int]) -> Any:
     n_classes = params[6].shape[0]
     if c_in != shape[0] or flat != _flat(shape[1], shape[2], c2):
         raise ValueError(f"parameters do not fit images of shape {shape}")
-    net = _build(shape, n_classes, (c1, c2), hidden)
+    net = build_cnn(shape, n_classes, (c1, c2), hidden)
     with torch.no_grad():
         for p, v in zip(net.parameters(), params, strict=True):
             if tuple(p.shape) != tuple(v.shape):
@@ -180,7 +180,9 @@ def train_cnn(
     dev = resolve_device(cfg.device)
     with _threads(cfg.threads), torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _build(shape, n_classes, cfg.channels, cfg.hidden) if init is None else _net_from(init, shape)
+        net = (
+            build_cnn(shape, n_classes, cfg.channels, cfg.hidden) if init is None else _net_from(init, shape)
+        )
         net = net.to(dev)
         opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         xt, yt = _as_float(x, dev), torch.from_numpy(y).to(dev)
@@ -341,6 +343,7 @@ __all__ = [
     "CNNClient",
     "CNNConfig",
     "CNNFedAvgResult",
+    "build_cnn",
     "criterion",
     "init_params",
     "predict_proba_cnn",

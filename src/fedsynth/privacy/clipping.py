@@ -12,7 +12,10 @@ and the clipped sum is a single matrix product per layer:
 This writes the clipped *sum* into ``p.grad``; Opacus' ``DPOptimizerFastGradientClipping`` then
 adds N(0, σ²C²), divides by the expected batch size and informs the accountant — the same
 mechanism as Opacus' own ghost clipping, which needs two backward passes where this needs one.
-It is cross-checked against Opacus' per-sample (hooks) clipping in ``tests/test_clipping.py``.
+It is cross-checked against Opacus' per-sample (hooks) clipping in ``tests/test_dp_training.py``.
+
+:class:`PerSampleClipper` is the general path for any layer Opacus has a per-sample rule for
+(Conv2d, GroupNorm, ...): Opacus' hooks materialise every record's gradient, this clips and sums.
 """
 
 from __future__ import annotations
@@ -78,3 +81,37 @@ class GhostClipper:
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
+
+
+class PerSampleClipper:
+    """Opacus per-sample gradients (hooks) → the clipped per-sample *sum* in ``.grad``.
+
+    ``c_i = min(1, C / (‖∇ℓ_i‖ + 1e-6))`` with the norm over all trainable parameters;
+    ``p.grad = Σ_i c_i ∇_p ℓ_i``. DPSGD's optimizer then adds the noise and averages."""
+
+    def __init__(self, module: nn.Module, max_grad_norm: float, *, functorch: bool = False) -> None:
+        from opacus import GradSampleModule
+
+        self.gsm = GradSampleModule(module, batch_first=True, loss_reduction="sum", force_functorch=functorch)
+        self.params = [p for p in module.parameters() if p.requires_grad]
+        self.max_grad_norm = max_grad_norm
+
+    def clip_and_sum(self, loss_per_sample: torch.Tensor) -> torch.Tensor:
+        loss_per_sample.sum().backward()
+        gs: list[torch.Tensor] = []
+        sq = torch.zeros(loss_per_sample.shape[0], dtype=loss_per_sample.dtype, device=loss_per_sample.device)
+        for p in self.params:
+            g = p.grad_sample  # type: ignore[attr-defined]
+            if g is None:
+                raise RuntimeError("a parameter got no per-sample gradient (unsupported layer?)")
+            gs.append(g.flatten(1))
+            sq = sq + gs[-1].pow(2).sum(1)
+        norms = sq.sqrt()
+        coef = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
+        for p, g in zip(self.params, gs, strict=True):
+            p.grad = (coef @ g).view_as(p)
+            p.grad_sample = None  # type: ignore[attr-defined]
+        return norms.detach()
+
+    def remove(self) -> None:
+        self.gsm._close()  # removes the hooks and the grad_sample attributes

@@ -11,7 +11,7 @@ beforehand by :func:`fedsynth.privacy.dpsgd.calibrate_noise` for the target (ε,
 planned steps, ε afterwards from the run's one RDP accountant (:class:`~fedsynth.privacy.dpsgd.DPSGD`).
 
 Per-sample gradients come from Opacus' :class:`~opacus.GradSampleModule` (hooks: Conv2d, GroupNorm,
-Linear); :class:`PerSampleClipper` turns them into the clipped *sum* that
+Linear); :class:`~fedsynth.privacy.clipping.PerSampleClipper` turns them into the clipped *sum* that
 ``DPOptimizerFastGradientClipping`` (inside :class:`DPSGD`) expects in ``.grad``. The tabular
 :class:`~fedsynth.privacy.clipping.GhostClipper` covers Linear layers only, hence this path.
 
@@ -31,6 +31,7 @@ from torch import nn
 from fedsynth.generators.base import TooFewRowsError
 from fedsynth.generators.conv_vae.nets import ConvDecoder, ConvDecoderSpec, ConvEncoder, build_decoder
 from fedsynth.generators.torchnn import LossTrace
+from fedsynth.privacy.clipping import PerSampleClipper
 from fedsynth.privacy.dpsgd import DPSGD, DPSGDAccount, check_epsilon_delta, plan_poisson
 
 
@@ -92,40 +93,6 @@ class ConvVAE(nn.Module):
         rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
         kl = 0.5 * (mu.pow(2) + logvar.exp() - 1.0 - logvar).sum(dim=1)
         return rec + self.beta * kl
-
-
-class PerSampleClipper:
-    """Opacus per-sample gradients (hooks) → the clipped per-sample *sum* in ``.grad``.
-
-    ``c_i = min(1, C / (‖∇ℓ_i‖ + 1e-6))`` with the norm over all trainable parameters;
-    ``p.grad = Σ_i c_i ∇_p ℓ_i``. DPSGD's optimizer then adds the noise and averages."""
-
-    def __init__(self, module: nn.Module, max_grad_norm: float, *, functorch: bool = False) -> None:
-        from opacus import GradSampleModule
-
-        self.gsm = GradSampleModule(module, batch_first=True, loss_reduction="sum", force_functorch=functorch)
-        self.params = [p for p in module.parameters() if p.requires_grad]
-        self.max_grad_norm = max_grad_norm
-
-    def clip_and_sum(self, loss_per_sample: torch.Tensor) -> torch.Tensor:
-        loss_per_sample.sum().backward()
-        gs: list[torch.Tensor] = []
-        sq = torch.zeros(loss_per_sample.shape[0], dtype=loss_per_sample.dtype, device=loss_per_sample.device)
-        for p in self.params:
-            g = p.grad_sample  # type: ignore[attr-defined]
-            if g is None:
-                raise RuntimeError("a parameter got no per-sample gradient (unsupported layer?)")
-            gs.append(g.flatten(1))
-            sq = sq + gs[-1].pow(2).sum(1)
-        norms = sq.sqrt()
-        coef = (self.max_grad_norm / (norms + 1e-6)).clamp(max=1.0)
-        for p, g in zip(self.params, gs, strict=True):
-            p.grad = (coef @ g).view_as(p)
-            p.grad_sample = None  # type: ignore[attr-defined]
-        return norms.detach()
-
-    def remove(self) -> None:
-        self.gsm._close()  # removes the hooks and the grad_sample attributes
 
 
 def plan_steps(n: int, cfg: ConvVAEConfig) -> tuple[float, int]:
