@@ -154,6 +154,7 @@ def bench_drift(
     from fedsynth.data.partition import parse_drift_split
     from fedsynth.evaluation.drift import (
         METHODS,
+        PRESETS,
         DriftConfig,
         aggregate,
         drift_checks,
@@ -185,9 +186,8 @@ def bench_drift(
                 overrides[k] = json.loads(v)
             except json.JSONDecodeError:
                 raise ValueError(f"--set {kv!r}: the value must be JSON, e.g. {k}=10") from None
-        cfg = DriftConfig(
-            silos=silos, epsilon=epsilon, generators=gens, methods=chosen, rounds=rounds, **overrides
-        )
+        named = {"silos": silos, "epsilon": epsilon, "generators": gens, "methods": chosen, "rounds": rounds}
+        cfg = DriftConfig(**{**named, **overrides})  # --set wins over presets and options
         _quiet()
         task = load_task(dataset, max_train_rows=max_train_rows)
         headline = "accuracy" if dataset in IMAGE_BENCHMARKS else "auc"
