@@ -866,10 +866,10 @@ def drift_checks(results: list[dict[str, Any]], headline: str = "auc") -> list[d
 __all__ = [
     "BASE_METHODS",
     "METHODS",
+    "PRESETS",
     "SYNTHETIC_METHODS",
     "DriftConfig",
     "DriftTask",
-    "PRESETS",
     "PartitionError",
     "Pool",
     "aggregate",
