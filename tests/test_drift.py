@@ -173,3 +173,25 @@ def test_cli_drift_bad_input_is_a_clear_error(args: list[str], message: str) -> 
     r = CliRunner().invoke(app, ["bench", "drift", "--dataset", "titanic", "--seeds", "1", *args])
     assert r.exit_code == 2, r.output
     assert message in r.output
+
+
+def test_images_missing_classes_with_the_cnn_and_dp_sgd() -> None:
+    # the image path: the CNN, missing-classes split, DP-SGD through Opacus' per-sample gradients
+    task = load_task("mnist", max_train_rows=600)
+    assert task.spec.kind == "cnn" and task.x_train.dtype == np.uint8 and len(task.x_train) == 600
+    task.x_test, task.y_test = task.x_test[:500], task.y_test[:500]  # CPU time: score on 500
+    cfg = DriftConfig(
+        silos=4,
+        methods=("local", "fedavg", "dp-fedavg"),
+        rounds=2,
+        alone_epochs=1,
+        min_rows=10,
+        history_rows=500,
+    )
+    run = run_drift_seed(task, cfg, "missing-classes", 5, seed=0)
+    assert run["rows_topped_up"] == 0 and sum(run["silo_rows"]) == 600
+    by = {e["method"]: e for e in run["entries"]}
+    assert set(by) == {"local", "fedavg", "dp-fedavg"}
+    for a in by["dp-fedavg"]["dp_accounts"]:
+        assert epsilon_spent(a["noise_multiplier"], a["sample_rate"], a["steps"], a["delta"]) <= 1.0 + 0.01
+    assert by["fedavg"]["global"]["accuracy"] > 10.0 + 5  # above chance after 2 rounds

@@ -347,3 +347,13 @@ def test_logistic_regression_on_samples_beats_chance_on_real_rows(fitted, schema
     test = make_table(1000, seed=99)
     auc = roc_auc_score(encode_target(test["label"], schema), clf.predict_proba(enc.transform(test))[:, 1])
     assert auc > 0.8, auc  # LR on the real training rows reaches 0.98 here; chance is 0.5
+
+
+def test_a_silo_holding_a_single_class_still_contributes(schema, frames):
+    # label skew: silo 0 holds only "neg"; its rows still enter the sums (no per-silo class check)
+    skewed = [frames[0][frames[0]["label"] == "neg"].reset_index(drop=True), *frames[1:]]
+    gset, rep = fit_federation(
+        FAMILY, skewed, schema, TARGET, replace(CFG, steps=50), seed=0, secure_sum=SecAggPlusSum(threshold=3)
+    )
+    assert rep.contributors == [0, 1, 2, 3]
+    assert set(gset.generators[0].sample(200, seed=0)["label"]) == {"neg", "pos"}

@@ -113,3 +113,14 @@ def test_flower_round_equals_in_process_run():
     assert ours.keys() == theirs.keys()
     # same sums and same server seed; the Flower path's final fit uses its own default iters
     assert gen.card.privacy == gset.generators[0].card.privacy
+
+
+def test_a_silo_holding_a_single_class_still_contributes():
+    # label skew leaves silos with one class: their rows count in the federation's sums (a joint
+    # per-silo model could not be trained on them; a federation-level one can)
+    silos = _silos()
+    silos[0] = silos[0][silos[0]["label"] == "no"].reset_index(drop=True)
+    silos[1] = silos[1][silos[1]["label"] == "yes"].reset_index(drop=True)
+    gset, rep = fit_federation(FAM, silos, SCHEMA, TARGET, CFG, seed=1)
+    assert rep.contributors == [0, 1, 2, 3]
+    assert set(gset.generators[0].sample(400, seed=0)["label"]) == {"no", "yes"}
