@@ -16,6 +16,7 @@ import math
 import sys
 from typing import Any
 
+from fedsynth.cli.drift import check_lines
 from fedsynth.evaluation.drift import drift_checks
 
 
@@ -57,43 +58,6 @@ def table(entries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
-def widened(x: dict[str, Any]) -> str:
-    return ", ".join(f"{k} {v:+.1f}" for k, v in x.items() if k.endswith("_vs_fedavg"))
-
-
-def checks(res: dict[str, Any]) -> list[str]:
-    out = []
-    for c in drift_checks(res["results"], res.get("headline", "auc")):
-        b = f"{c['split']} {c['beta']:g}"
-        for g in c.get("gain", []):
-            rr = " ".join(
-                f"rounds ratio {k} {g[f'rounds_ratio_{k}']:.2f};"
-                for k in ("accuracy", "auc")
-                if f"rounds_ratio_{k}" in g
-            )
-            out.append(
-                f"- {b}: **{g['method']}** vs fedavg: {c['headline']} {g['headline_gain']:+.2f}, worst silo "
-                f"{g['worst_gain']:+.1f} → {'met' if g['met'] else 'missed'}; {rr}"
-            )
-        if "equal_epsilon" in c:
-            q = c["equal_epsilon"]
-            out.append(
-                f"- {b}: at ε {q['epsilon']:.2f}, {q['generator_method']} {q['generator_value']:.2f} "
-                f"(worst silo {q['generator_worst']:.1f}) vs dp-fedavg {q['dp_fedavg_value']:.2f} "
-                f"(worst silo {q['dp_fedavg_worst']:.1f}) → **{q['winner']}** by {abs(q['margin']):.2f}"
-            )
-        flagged = [x for x in c.get("bias", []) if x["flag"]]
-        if c.get("bias"):
-            if flagged:
-                out.append(
-                    f"- {b}: TPR gap widened by > 2 points over FedAvg: "
-                    + "; ".join(f"{x['method']} ({widened(x)})" for x in flagged)
-                )
-            else:
-                out.append(f"- {b}: no method widens a TPR gap by more than 2 points over FedAvg")
-    return out
-
-
 def main(paths: list[str]) -> None:
     for path in paths:
         with open(path) as f:
@@ -106,7 +70,7 @@ def main(paths: list[str]) -> None:
             print(f"\n{res['split']} {b:g}:\n")
             print("\n".join(table([e for e in res["results"] if e["beta"] == b])))
         print()
-        print("\n".join(checks(res)))
+        print("\n".join(check_lines(drift_checks(res["results"], res.get("headline", "auc")), markdown=True)))
 
 
 if __name__ == "__main__":

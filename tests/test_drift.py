@@ -164,6 +164,7 @@ def test_cli_drift_writes_json_and_figures(tmp_path: Path) -> None:
         (["--split", "zipf"], "unknown split"),
         (["--set", "nope=1"], "unknown setting"),
         (["--set", "rounds=ten"], "must be JSON"),
+        (["--set", 'distill_teacher="oracle"'], "distill_teacher must be"),
         (["--methods", "fedavg,magic"], "unknown methods"),
         (["--silos", "200", "--betas", "0.5"], "exceed"),  # titanic: 712 rows, 20 per silo
         (["--dataset", "nope"], "unknown dataset"),

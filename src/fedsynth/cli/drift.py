@@ -28,7 +28,7 @@ METHOD_LEGEND: dict[str, str] = {
     "synthetic": "SGDE: one model on class-balanced pool rows only",
     "synthetic+finetune": "the synthetic model fine-tuned per silo (own rows + pool rows in its mix)",
     "fedavg+synthetic": "FedAvg, every silo's rows augmented with class-balanced pool rows",
-    "synthetic-regulariser": "FedAvg + distillation from the synthetic model on pool rows",
+    "synthetic-regulariser": "FedAvg + distillation on pool rows (teacher: global or synthetic model)",
     "personalised": "fedavg+synthetic's model fine-tuned per silo (own rows + pool rows in its mix)",
 }
 
@@ -90,32 +90,39 @@ def _results_table(entries: list[dict[str, Any]], title: str) -> Any:
     return t
 
 
-def _checks_lines(checks: list[dict[str, Any]]) -> list[str]:
+def check_lines(checks: list[dict[str, Any]], *, markdown: bool = False) -> list[str]:
+    """The issue's verdicts (:func:`fedsynth.evaluation.drift.drift_checks`) as lines of text;
+    ``markdown``: list items with the method in bold (bench/drift_report.py)."""
+    pre, b = ("- ", "**") if markdown else ("", "")
     lines = []
     for c in checks:
-        head = f"{c['split']} {c['beta']:g}:"
+        head = f"{pre}{c['split']} {c['beta']:g}:"
         for g in c.get("gain", []):
-            rr = ", ".join(
-                f"rounds ratio ({k}) {g[f'rounds_ratio_{k}']:.2f}"
+            rr = "".join(
+                f"; rounds ratio ({k}) {g[f'rounds_ratio_{k}']:.2f}"
                 for k in ("accuracy", "auc")
                 if f"rounds_ratio_{k}" in g
             )
             lines.append(
-                f"{head} {g['method']} vs fedavg: {c['headline']} {g['headline_gain']:+.2f}, worst silo "
-                f"{g['worst_gain']:+.1f} → {'met' if g['met'] else 'missed'}{'; ' + rr if rr else ''}"
+                f"{head} {b}{g['method']}{b} vs fedavg: {c['headline']} {g['headline_gain']:+.2f}, worst "
+                f"silo {g['worst_gain']:+.1f} → {'met' if g['met'] else 'missed'}{rr}"
             )
         if "equal_epsilon" in c:
             q = c["equal_epsilon"]
             lines.append(
                 f"{head} at ε {q['epsilon']:.3g}: {q['generator_method']} {q['generator_value']:.2f} "
-                f"vs dp-fedavg {q['dp_fedavg_value']:.2f} → {q['winner']} by {abs(q['margin']):.2f}"
+                f"(worst silo {q['generator_worst']:.1f}) vs dp-fedavg {q['dp_fedavg_value']:.2f} "
+                f"(worst silo {q['dp_fedavg_worst']:.1f}) → {b}{q['winner']}{b} by {abs(q['margin']):.2f}"
             )
-        for b in c.get("bias", []):
-            if b["flag"]:
-                wid = ", ".join(f"{k} {v:+.1f}" for k, v in b.items() if k.endswith("_vs_fedavg"))
+        if c.get("bias"):
+            flagged = [x for x in c["bias"] if x["flag"]]
+            for x in flagged:
+                wid = ", ".join(f"{k} {v:+.1f}" for k, v in x.items() if k.endswith("_vs_fedavg"))
                 lines.append(
-                    f"{head} {b['method']} widens the TPR gap over FedAvg by more than 2 points: {wid}"
+                    f"{head} {x['method']} widens the TPR gap over FedAvg by more than 2 points: {wid}"
                 )
+            if not flagged:
+                lines.append(f"{head} no method widens a TPR gap by more than 2 points over FedAvg")
     return lines
 
 
@@ -229,7 +236,7 @@ def bench_drift(
             print_table(
                 _results_table(entries, f"{dataset}: {kind} {b:g}, {silos} silos, {seeds} seeds, test split")
             )
-        for line in _checks_lines(checks):
+        for line in check_lines(checks):
             out.print(line, highlight=False)
         out.print("\n".join(f"  {m}: {d}" for m, d in METHOD_LEGEND.items() if m in chosen), highlight=False)
         res = {

@@ -24,8 +24,8 @@ method                     what it does                                         
 ``fedavg+synthetic``       FedAvg, each silo's rows augmented with class-balanced    none (∞)
                            pool rows
 ``synthetic-regulariser``  FedAvg on private rows + λ·KL(teacher ‖ local) on pool   none (∞)
-                           rows, the teacher = the ``synthetic`` model
-                           (distillation: keeps every class answered)
+                           rows, the teacher = the round's global model (or, with
+                           ``distill_teacher="synthetic"``, the ``synthetic`` model)
 ``personalised``           ``fedavg+synthetic``'s global model fine-tuned per silo   none (∞)
                            on its own rows + pool rows in its own class mix
 =========================  ========================================================  ==========
@@ -221,6 +221,8 @@ class DriftConfig:
     min_aug: int = 200
     proximal_mu: float = 0.01
     distill_weight: float = 1.0
+    # the regulariser's teacher on pool rows: the round's global model, or the synthetic-only model
+    distill_teacher: str = "global"
     dp_max_grad_norm: float = 1.0
     dp_lr: float = 2e-3
     history_rows: int = 5000  # test rows scored after every round (all of them at the end)
@@ -235,6 +237,8 @@ class DriftConfig:
             raise ValueError("holdout must be in (0, 1)")
         if self.rounds < 1:
             raise ValueError("need at least one round")
+        if self.distill_teacher not in ("global", "synthetic"):
+            raise ValueError(f"distill_teacher must be global or synthetic, got {self.distill_teacher!r}")
 
     @property
     def local(self) -> LocalConfig:
@@ -621,7 +625,9 @@ def _synthetic_methods(
     both: dict[str, Any] = {"fallbacks": fallbacks, "pool_missing_classes": pool.missing_classes}
 
     syn_params = None
-    if want & {"synthetic", "synthetic+finetune", "synthetic-regulariser"}:
+    if want & {"synthetic", "synthetic+finetune"} or (
+        "synthetic-regulariser" in want and cfg.distill_teacher == "synthetic"
+    ):
         x_s, y_s, _ = _draw(task, pool, cfg.synthetic_rows, seed * 1000 + 999)
         syn_params = train_model(spec, x_s, y_s, cfg.local, epochs=cfg.alone_epochs, seed=seed * 1000 + 998)
         if "synthetic" in want:
@@ -687,7 +693,14 @@ def _synthetic_methods(
     if "synthetic-regulariser" in want:
         trainers = [
             SiloTrainer(
-                spec, x, y, cfg.local, seed=seed * 1000 + i, synthetic=b, distill_weight=cfg.distill_weight
+                spec,
+                x,
+                y,
+                cfg.local,
+                seed=seed * 1000 + i,
+                synthetic=b,
+                distill_weight=cfg.distill_weight,
+                teacher=syn_params if cfg.distill_teacher == "synthetic" else None,
             )
             for i, (x, y, b) in enumerate(zip(xs, ys, bal, strict=True))
         ]
