@@ -1,6 +1,7 @@
 """Markdown tables from `fedsynth bench drift --json` outputs (docs/benchmarks.md, issue 14).
 
 python bench/drift_report.py out/drift/drift_*.json > out/drift/drift_tables.md
+python bench/drift_report.py --summary out/drift/drift_*.json     # one row per β
 
 Per file and split parameter: one row per method (and generator family) with global accuracy /
 F1 / AUC (mean ± sd over seeds), mean and worst per-silo accuracy, rounds to 95 % (accuracy,
@@ -58,7 +59,44 @@ def table(entries: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def summary(res: dict[str, Any]) -> list[str]:
+    """One row per split parameter: the headline metric / worst-silo accuracy of the methods the
+    issue compares (the best generator family per method)."""
+    h = res.get("headline", "auc")
+    cols = ["fedavg", "fedprox", "fedavgm", "dp-fedavg", "synthetic", "fedavg+synthetic", "personalised"]
+    lines = [
+        f"| {res['split']} | " + " | ".join(cols) + " | rounds to 95 % AUC: fedavg → fedavg+synthetic |",
+        "|---|" + "---:|" * (len(cols) + 1),
+    ]
+    for b in dict.fromkeys(e["beta"] for e in res["results"]):
+        es = [e for e in res["results"] if e["beta"] == b]
+        cells = []
+        best: dict[str, dict[str, Any]] = {}
+        for m in cols:
+            cand = [e for e in es if e["method"] == m]
+            if not cand:
+                cells.append("–")
+                continue
+            e = max(cand, key=lambda e: e["global"][h])
+            best[m] = e
+            g = f" ({e['generator']})" if e.get("generator") else ""
+            cells.append(f"{e['global'][h]:.1f} / {e['per_silo']['worst_accuracy']:.0f}{g}")
+        r95 = "–"
+        if "fedavg" in best and "fedavg+synthetic" in best:
+            a, z = (num(best[m].get("rounds_to_95_auc"), ".1f") for m in ("fedavg", "fedavg+synthetic"))
+            r95 = f"{a} → {z}"
+        lines.append(f"| {b:g} | " + " | ".join(cells) + f" | {r95} |")
+    return lines
+
+
 def main(paths: list[str]) -> None:
+    if paths and paths[0] == "--summary":
+        for path in paths[1:]:
+            with open(path) as f:
+                res = json.load(f)
+            print(f"\n{res['dataset']} ({res.get('headline', 'auc')} / worst-silo accuracy, best family):\n")
+            print("\n".join(summary(res)))
+        return
     for path in paths:
         with open(path) as f:
             res = json.load(f)
