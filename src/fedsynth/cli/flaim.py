@@ -38,6 +38,9 @@ def _check_common(epsilon: float, method: str) -> None:
     check_epsilon_delta(epsilon, None)
 
 
+SECURE_HELP = "secagg (in-process SecAgg+) | he (BFV homomorphic encryption, two servers) | plain"
+
+
 @flaim_app.command("run")
 def run_cmd(
     method: str = typer.Option(..., "--method", help=METHOD_HELP),
@@ -55,12 +58,14 @@ def run_cmd(
     rows: int | None = typer.Option(None, "--rows", help="synthetic rows (default: training size)"),
     top: int = typer.Option(1, "--top", help="flaim-sa: marginals measured per round"),
     pool_cells: int = typer.Option(6500, "--pool-cells", help=POOL_HELP),
+    secure: str = typer.Option("secagg", "--secure-sum", help=SECURE_HELP),
     out_path: Path = typer.Option(..., "--out", help="synthetic CSV to write"),
     overwrite: bool = typer.Option(False, "--overwrite"),
 ) -> None:
     """Run one AIM / FLAIM method and write the synthetic table (written atomically at the end)."""
     with user_errors():
         _check_common(epsilon, method)
+        secure_sum = _secure_sum(secure)
         if out_path.exists() and not overwrite:
             raise FileExistsError(f"{out_path} exists; pass --overwrite or choose another path")
         if rows is not None and rows < 1:
@@ -81,6 +86,7 @@ def run_cmd(
             rows=rows,
             top=top,
             pool_cells=pool_cells,
+            secure_sum=secure_sum,
         )
         df = d.domain.decode(r.synthetic)
         write_atomic(out_path, df.to_csv(index=False))
@@ -107,7 +113,11 @@ def _secure_sum(kind: str) -> Any:
         from fedsynth.secagg.secure_sum import SecAggPlusSum
 
         return SecAggPlusSum()
-    raise ValueError(f"--secure-sum must be secagg or plain, got {kind!r}")
+    if kind == "he":
+        from fedsynth.secagg.he_sum import HESum
+
+        return HESum()
+    raise ValueError(f"--secure-sum must be secagg, he or plain, got {kind!r}")
 
 
 def _fmt(vals: list[float], digits: int = 3) -> str:
@@ -135,7 +145,7 @@ def bench_cmd(
     delta: float = typer.Option(1e-5, "--delta"),
     top: int = typer.Option(1, "--top"),
     pool_cells: int = typer.Option(6500, "--pool-cells", help=POOL_HELP),
-    secure: str = typer.Option("secagg", "--secure-sum", help="secagg (in-process SecAgg+) | plain"),
+    secure: str = typer.Option("secagg", "--secure-sum", help=SECURE_HELP),
     data_seed: int | None = typer.Option(
         None, "--data-seed", help="fix the train/test split and client partition (default: each run's seed)"
     ),
