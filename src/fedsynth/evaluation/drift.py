@@ -24,8 +24,8 @@ method                     what it does                                         
 ``fedavg+synthetic``       FedAvg, each silo's rows augmented with class-balanced    none (∞)
                            pool rows
 ``synthetic-regulariser``  FedAvg on private rows + λ·KL(teacher ‖ local) on pool   none (∞)
-                           rows, the teacher = the round's global model (or, with
-                           ``distill_teacher="synthetic"``, the ``synthetic`` model)
+                           rows, the teacher = the ``synthetic`` model (or, with
+                           ``distill_teacher="global"``, the round's global model)
 ``personalised``           ``fedavg+synthetic``'s global model fine-tuned per silo   none (∞)
                            on its own rows + pool rows in its own class mix
 =========================  ========================================================  ==========
@@ -221,8 +221,9 @@ class DriftConfig:
     min_aug: int = 200
     proximal_mu: float = 0.01
     distill_weight: float = 1.0
-    # the regulariser's teacher on pool rows: the round's global model, or the synthetic-only model
-    distill_teacher: str = "global"
+    # the regulariser's teacher on pool rows: the synthetic-only model, or the round's global model
+    # (which, collapsed on the majority silos, teaches the collapse: docs/benchmarks.md, issue 14)
+    distill_teacher: str = "synthetic"
     dp_max_grad_norm: float = 1.0
     dp_lr: float = 2e-3
     history_rows: int = 5000  # test rows scored after every round (all of them at the end)
