@@ -51,6 +51,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import struct
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -314,6 +315,8 @@ class HESum:
         self._decryptor = decryptor
         self.last_refused: dict[int, str] = {}
         self.last_clipped: dict[int, int] = {}
+        # seconds of the last call: per client (encryption), aggregator (parse + add), decryptor
+        self.last_timing: dict[str, Any] = {}
 
     @property
     def decryptor(self) -> Decryptor:
@@ -344,21 +347,31 @@ class HESum:
         sent: dict[int, int] = {}
         received: dict[int, int] = {}
         self.last_refused = {}
+        client_s: dict[int, float] = {}
+        agg_s = 0.0
         for cid in sorted(arrs):
             received[cid] = key.nbytes
             if cid in self.drop_before_upload:
                 continue
+            t0 = time.perf_counter()
             up = encrypt_vector(key, arrs[cid])
+            client_s[cid] = time.perf_counter() - t0
             if cid in self.tamper:
                 up = self.tamper[cid](up)
             sent[cid] = up.nbytes
+            t0 = time.perf_counter()
             try:
                 cts = agg.parse(cid, up, key, size)
             except HEError as e:
                 self.last_refused[cid] = str(e)
                 continue
+            finally:
+                agg_s += time.perf_counter() - t0
+            t0 = time.perf_counter()
             total = agg.add(total, cts, key.round_id, size)
+            agg_s += time.perf_counter() - t0
             accepted.append(cid)
+        self.last_timing = {"client_s": client_s, "aggregator_s": agg_s}
         need = max(2, self.threshold or 0)
         if len(accepted) < need:
             raise SecureSumAborted(
@@ -370,7 +383,9 @@ class HESum:
         total, accepted, sent, received = self.upload_round(vectors)
         assert total is not None
         # a client lost after uploading changes nothing: its ciphertext is already in the sum
+        t0 = time.perf_counter()
         result = self.decryptor.decrypt(total)
+        self.last_timing["decryptor_s"] = time.perf_counter() - t0
         shape = np.asarray(next(iter(vectors.values()))).shape
         return SumResult(result.astype(np.int64).reshape(shape), accepted, sent, received)
 
