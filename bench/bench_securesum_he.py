@@ -7,8 +7,9 @@ setting runs in a fresh subprocess (so the peak RSS is that setting's own) and r
 client both ways (from the serialised messages), seconds per client (HE: encryption of its
 vector; SecAgg+: the whole in-process protocol divided by the clients — its stages interleave),
 server seconds (HE: aggregator parse + add, and the decryptor), the round's wall time, peak RSS,
-and the dropout cases: one client lost before uploading (HE) / before key sharing (SecAgg+), one
-lost after uploading (HE: nothing to do) / after key sharing (SecAgg+: the survivors unmask it).
+and the dropout cases: one client lost before uploading (HE) / before key sharing (SecAgg+): left
+out of the sum; one lost after uploading (HE: nothing to do; SecAgg+: lost in the unmasking stage,
+the others' Shamir shares stand in for it): in the sum.
 Every sum is checked against the plain int64 sum; the run fails otherwise.
 """
 
@@ -62,13 +63,13 @@ def one(backend: str, clients: int, size: int, drop: str) -> dict[str, Any]:
         row["decryptor_s"] = ss.last_timing["decryptor_s"]
     else:
         sa = SecAggPlusSum(bound=2**53, seed=0)
-        kw = (
-            {"drop_before_keys": lost}
-            if drop == "before"
-            else {"drop_after_keys": lost}
-            if drop == "after"
-            else {}
-        )
+        # before uploading = before key sharing (left out); after uploading its masked vector = lost
+        # in the unmasking stage (in the sum: the others' Shamir shares stand in for it)
+        kw: dict[str, Any] = {}
+        if drop == "before":
+            kw["drop_before_keys"] = lost
+        elif drop == "after":
+            kw["drop_in_unmask"] = lost
         res = sa(vecs, **kw)
     row["round_s"] = time.perf_counter() - t0
     if backend != "he":
