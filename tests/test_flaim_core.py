@@ -22,6 +22,7 @@ from fedsynth.flaim.runner import ALL_METHODS, run
 from fedsynth.flaim.workload import all_kway, candidate_weights, downward_closure
 from fedsynth.privacy import zcdp
 from fedsynth.privacy.target import PrivacyParameterError
+from fedsynth.secagg.he_sum import HESum
 from fedsynth.secagg.secure_sum import plain_sum
 
 
@@ -136,7 +137,7 @@ def test_every_method_end_to_end(method: str) -> None:
         split="iid",
         seed=3,
         workload="all-2way",
-        secure_sum=plain_sum,
+        secure_sum=HESum() if method == "flaim-he" else plain_sum,  # flaim-he needs encrypted totals
     )
     assert r.synthetic.shape == (len(d.train), 4)
     assert r.rho_used <= r.rho * (1 + 1e-9)

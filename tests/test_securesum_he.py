@@ -133,3 +133,18 @@ def test_parameters_as_documented() -> None:
     assert p.plain_modulus % (2 * p.poly_degree) == 1 and sum(p.coeff_bits) <= 109
     assert all(p.plain_modulus % d for d in range(2, 8200))  # prime (no factor below √p ≈ 8190)
     assert p.ciphertexts(6500) == 2 and p.ciphertexts(65_000) == 16
+
+
+def test_accumulate_across_rounds_and_release_only_the_masked_cells() -> None:
+    h = HESum(decryptor=DEC)
+    r1, r2 = _vectors(3, 9000, 0, 50, 7), _vectors(4, 9000, 0, 50, 8)
+    noise = _vectors(2, 9000, -20, 20, 9)
+    for key, vecs in (("a", r1), ("a", r2), ("n", noise)):
+        res = h.accumulate(key, vecs)
+        assert res.total.size == 0 and res.survivors == sorted(vecs)  # nothing revealed
+    exact = plain_sum(r1).total + plain_sum(r2).total
+    cells = np.array([0, 5, 4093, 4094, 8999])  # across the three ciphertexts
+    assert np.array_equal(h.release(["a"], cells), exact[cells])
+    assert np.array_equal(h.release(["a", "n"], cells), exact[cells] + plain_sum(noise).total[cells])
+    with pytest.raises(ValueError, match="outside"):
+        h.release(["a"], np.array([9000]))

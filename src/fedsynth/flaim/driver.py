@@ -108,9 +108,18 @@ class InProcessExchange:
         bcast = sum(int(a.nbytes) for a in plan.arrays.values())
         vectors = {k: self.method.client_step(k, self.client_codes[k], plan) for k in senders}
         sums: dict[str, np.ndarray] = {}
+        deferred = getattr(self.method, "deferred_keys", ())
         for key in sorted({key for v in vectors.values() for key in v}):
-            r: SumResult = self.secure_sum({k: v[key] for k, v in vectors.items()})
-            sums[key] = r.total
+            if key in deferred:
+                # the total stays encrypted at the aggregator; the method learns who is in it
+                accumulate = getattr(self.secure_sum, "accumulate", None)
+                if accumulate is None:
+                    raise ValueError(f"{self.method.name} keeps its sums encrypted: use --secure-sum he")
+                r: SumResult = accumulate(key, {k: v[key] for k, v in vectors.items()})
+                sums[key] = np.asarray(r.survivors, dtype=np.int64)
+            else:
+                r = self.secure_sum({k: v[key] for k, v in vectors.items()})
+                sums[key] = r.total
             self.contributors.update(r.survivors)
             for k, b in r.bytes_sent.items():
                 self.sent[k] += b

@@ -133,7 +133,15 @@ def run(
             global_codes=data.train if method == "aug-oracle" else None,
         )
         m = make_method(method, ctx)
-        exchange = InProcessExchange(m, client_codes, secure_sum or default_secure_sum())
+        ssum = secure_sum or default_secure_sum()
+        if hasattr(m, "bind"):  # flaim-he: releases go through the secure sum's decryptor
+            release = getattr(ssum, "release", None)
+            if release is None:
+                raise ValueError(
+                    f"{method} keeps its sums encrypted: use the HE secure sum (--secure-sum he)"
+                )
+            m.bind(release)
+        exchange = InProcessExchange(m, client_codes, ssum)
         state = drive(m, exchange, poisson_participants(clients, participation, seed))
         model = m.finish(state)
         budget, selected = state.budget, state.selected

@@ -379,6 +379,47 @@ class HESum:
             )
         return total, accepted, sent, received
 
+    # -- deferred use: sums that stay encrypted across rounds (flaim-he) -------------------------
+    def accumulate(self, key: str, vectors: Mapping[int, np.ndarray]) -> SumResult:
+        """Add this round's uploads to the encrypted running total ``key`` without decrypting;
+        the result's ``total`` is empty (nothing is revealed), survivors and bytes as usual."""
+        if not hasattr(self, "_totals"):
+            self._totals: dict[str, EncryptedTotal] = {}
+        total, accepted, sent, received = self.upload_round(vectors, self._totals.get(key))
+        assert total is not None
+        self._totals[key] = total
+        return SumResult(np.zeros(0, dtype=np.int64), accepted, sent, received)
+
+    def release(self, keys: Collection[str], cells: np.ndarray) -> np.ndarray:
+        """Decrypt Σ_keys totals at the slot indices ``cells`` only: the aggregator multiplies each
+        ciphertext by a 0/1 mask (check slots kept) and hands the decryptor only the ciphertexts
+        that hold a released cell; every other slot decrypts to 0. The caller adds noise keys."""
+        totals = [self._totals[k] for k in keys]
+        size = totals[0].size
+        if any(t.size != size for t in totals):
+            raise ValueError("encrypted totals of different sizes cannot be added")
+        cells = np.asarray(cells, dtype=np.int64)
+        if cells.size and (cells.min() < 0 or cells.max() >= size):
+            raise ValueError(f"cells outside the {size}-entry total")
+        ds, n = self.params.data_slots, self.params.poly_degree
+        counts: dict[str, int] = {}
+        for t in totals:
+            for rid, m in t.counts.items():
+                counts[rid] = counts.get(rid, 0) + m
+        out = np.zeros(size, dtype=np.int64)
+        for k in sorted({int(c) // ds for c in cells}):
+            local = cells[(cells >= k * ds) & (cells < (k + 1) * ds)] - k * ds
+            mask = np.zeros(n, dtype=np.int64)
+            mask[local] = 1
+            mask[-CHECK_SLOTS:] = 1
+            ct = totals[0].ciphertexts[k]
+            for t in totals[1:]:
+                ct = ct + t.ciphertexts[k]
+            ct = ct * mask.tolist()
+            vals = self.decryptor.decrypt(EncryptedTotal(ds, [ct], counts))
+            out[k * ds + local] = vals[local]
+        return out[cells]
+
     def __call__(self, vectors: Mapping[int, np.ndarray]) -> SumResult:
         total, accepted, sent, received = self.upload_round(vectors)
         assert total is not None

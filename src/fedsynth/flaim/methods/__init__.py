@@ -16,6 +16,8 @@ Methods (ρ from (ε, δ); T rounds; d attributes; σ, ε_exp from the fixed-T c
   never sees an exact count; N̂ estimated, N is not public) and ``flaim-ta`` (ours, trusted
   aggregator: exact running sums released once);
 * :mod:`.collect` — ``distaim`` (DistAIM) and ``flaim-da`` (ours: collect, then central AIM once).
+* :mod:`.encrypted` — ``flaim-he`` (ours: collect under HE, noise from the clients, AIM on noisy
+  releases only; the server never sees an exact sum).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from fedsynth.flaim.methods.accumulate import AccumulateState, FlaimSA, FlaimTA
 from fedsynth.flaim.methods.base import METHODS, Context, FederatedMethod, Plan, ServerState
 from fedsynth.flaim.methods.collect import CollectState, DeferredAIM, DistAIM
+from fedsynth.flaim.methods.encrypted import EncryptedAIM, EncryptedState
 from fedsynth.flaim.methods.voting import AugOracle, AugPrivate, Naive, VotingMethod, VotingState
 
 METHOD_CLASSES: dict[str, type[FederatedMethod[Any]]] = {
@@ -35,6 +38,7 @@ METHOD_CLASSES: dict[str, type[FederatedMethod[Any]]] = {
     "flaim-sa": FlaimSA,
     "flaim-ta": FlaimTA,
     "flaim-da": DeferredAIM,
+    "flaim-he": EncryptedAIM,
 }
 
 
@@ -60,6 +64,8 @@ __all__ = [
     "Context",
     "DeferredAIM",
     "DistAIM",
+    "EncryptedAIM",
+    "EncryptedState",
     "FederatedMethod",
     "FlaimSA",
     "FlaimTA",

@@ -23,7 +23,7 @@ from fedsynth.flaim.workload import Clique, candidate_weights
 from fedsynth.privacy.target import check_epsilon_delta
 from fedsynth.privacy.zcdp import Budget, cdp_rho, fixed_t_calibration
 
-METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa", "flaim-ta", "flaim-da")
+METHODS = ("distaim", "naive", "aug-oracle", "aug-private", "flaim-sa", "flaim-ta", "flaim-da", "flaim-he")
 # Stream ids of a client's private draws per step (the replay seed is [client_seed, round, cid, id]).
 _STEP_IDS = {"oneway": 0, "vote": 1, "answer": 2, "answers": 3, "noise": 5}
 
