@@ -141,3 +141,23 @@ def test_encode_decode_roundtrip_and_refusal() -> None:
         encode(np.array([2**46]), plan)
     with pytest.raises(ValueError, match="integer"):
         encode(np.array([0.5]), plan)
+
+
+# ----------------------------------------------------------------------------- the HE backend on Flower
+HE = SecAggSettings(backend="he")
+
+
+def test_flower_he_round_returns_the_exact_sum_and_survives_a_crash() -> None:
+    data = _data(4, 5_000, 1000, seed=5)
+    r1, r2 = _run(data, [SumRequest({}, bound=1000), SumRequest({"crash": [1]}, bound=1000)], HE)
+    np.testing.assert_array_equal(r1.total, sum(data.values()))
+    assert r1.survivors == [0, 1, 2, 3]
+    # BFV ciphertexts up (2 × ≈ 81 KB for 5,000 counts) and the public key down (≈ 129 KB)
+    assert all(r1.bytes_sent[p] > 150_000 and r1.bytes_received[p] > 120_000 for p in range(4))
+    assert r2.survivors == [0, 2, 3]
+    np.testing.assert_array_equal(r2.total, sum(v for p, v in data.items() if p != 1))
+
+
+def test_flower_he_refuses_a_bound_the_plaintext_cannot_hold() -> None:
+    with pytest.raises(SecureSumAborted, match="plaintext range"):
+        _run(_data(3, 10, 10), [SumRequest({}, bound=2**40)], HE)

@@ -54,6 +54,7 @@ PARTITION_KEY = "partition-id"
 #: a Skellam noise share beyond 40 σ has probability < 1e-300: the secure sum's range treats it as impossible
 NOISE_TAIL_SIGMAS = 40.0
 KEYS_KEY = "sum-keys"
+HE_KEY = "he-public-key"
 
 
 @dataclass
@@ -80,6 +81,10 @@ class SecAggSettings:
     # Flower halts a round when a client is lost during setup/key sharing; we then rerun the round
     # once without the lost clients (nothing was unmasked in the halted round: no share was revealed).
     retry_without_early_dropouts: bool = True
+    # "secagg" (Flower's SecAgg+ workflow) or "he" (BFV: clients encrypt under the round's public
+    # key, the ServerApp adds ciphertexts, its decryptor — in a deployment a separate service —
+    # decrypts the sum: fedsynth.secagg.he_sum)
+    backend: str = "secagg"
 
 
 # ----------------------------------------------------------------------------- traffic counting
@@ -100,6 +105,10 @@ def settings_from_config(cfg: Mapping[str, Any], min_nodes: int = 2) -> SecAggSe
         st.num_shares = num(cfg["secagg-num-shares"])
     if cfg.get("secagg-threshold"):
         st.reconstruction_threshold = num(cfg["secagg-threshold"])
+    if cfg.get("secure-sum"):
+        if cfg["secure-sum"] not in ("secagg", "he"):
+            raise ValueError(f"secure-sum must be secagg or he, got {cfg['secure-sum']!r}")
+        st.backend = str(cfg["secure-sum"])
     return st
 
 
@@ -255,6 +264,7 @@ class FlowerSumChannel:
             self.manager.register(proxy)
         self.rounds = 0
         self._keyed: dict[str, np.ndarray] = {}
+        self._decryptor: Any = None
 
     @property
     def partitions(self) -> list[int]:
@@ -266,6 +276,8 @@ class FlowerSumChannel:
         if missing:
             raise SecureSumAborted(f"participants {missing} are not connected")
         self.rounds += 1
+        if self.settings.backend == "he":
+            return self._he_round(req, pids)
         return _one_round(
             self.grid,
             self.context,
@@ -278,6 +290,71 @@ class FlowerSumChannel:
             self.rounds,
             self.settings,
             self._keyed,
+        )
+
+    def _he_round(self, req: SumRequest, pids: list[int]) -> SumResult:
+        """One HE round over Flower messages (``get_properties``, which SecAgg+'s mod leaves alone):
+        the round key goes out, each client returns its encrypted vector(s), the aggregator adds
+        them and the decryptor decrypts the sums; a client that fails or sends a faulty upload is
+        left out (exact sum over the others), fewer than 2 accepted uploads abort the round."""
+        from fedsynth.secagg.he_sum import Aggregator, Decryptor, HEError, Upload
+
+        if self._decryptor is None:
+            self._decryptor = Decryptor()
+        dec = self._decryptor
+        if len(pids) * req.bound > dec.params.max_abs:
+            raise SecureSumAborted(
+                f"{len(pids)} clients × bound {req.bound} exceed the HE plaintext range ±{dec.params.max_abs}"
+            )
+        key = dec.open_round()
+        agg = Aggregator(dec.public_context, dec.params)
+        before_to, before_from = dict(self.grid.to_node), dict(self.grid.from_node)
+        config: dict[str, Any] = {
+            "request": json.dumps(req.payload),
+            HE_KEY: dec.public_context,
+            "he-round": key.round_id,
+            "he-fingerprint": key.fingerprint,
+            "he-nonces": json.dumps(list(key.nonces)),
+        }
+        if req.blob:
+            config["blob"] = req.blob
+        content = compat.getpropertiesins_to_recorddict(GetPropertiesIns(config))
+        msgs = [
+            Message(content, self.pid_to_node[p], MessageTypeLegacy.GET_PROPERTIES, group_id=str(self.rounds))
+            for p in pids
+        ]
+        totals: dict[str, Any] = {}
+        sizes: dict[str, int] = {}
+        accepted: list[int] = []
+        keys_seen: list[str] | None = None
+        for reply in self.grid.send_and_receive(msgs, timeout=self.settings.timeout):
+            if reply.has_error():
+                continue
+            pid = self.node_to_pid[reply.metadata.src_node_id]
+            props = compat.recorddict_to_getpropertiesres(reply.content).properties
+            keys = json.loads(str(props.get(KEYS_KEY, "[]")))
+            if keys_seen is None:
+                keys_seen = keys
+            if keys != keys_seen:
+                raise SecureSumAborted(f"clients answered with different key sets: {keys} vs {keys_seen}")
+            try:
+                ups = {k: Upload.from_bytes(bytes(props[f"he:{k}"]), max_bytes=64 << 20) for k in keys}  # type: ignore[arg-type]
+                parsed = {k: agg.parse(pid, u, key, sizes.setdefault(k, u.size)) for k, u in ups.items()}
+            except (HEError, KeyError):
+                continue  # a faulty upload: this client is left out of every key's sum
+            for k, cts in parsed.items():
+                totals[k] = agg.add(totals.get(k), cts, key.round_id, sizes[k])
+            accepted.append(pid)
+        if len(accepted) < 2 or keys_seen is None:
+            raise SecureSumAborted(f"HE round {self.rounds}: only {len(accepted)} uploads accepted (need 2)")
+        sums = {k: dec.decrypt(totals[k]) for k in keys_seen}
+        self._keyed.clear()
+        self._keyed.update(sums)
+        total = sums[keys_seen[0]] if keys_seen else np.zeros(0, dtype=np.int64)
+        sent = {self.node_to_pid[n]: v - before_from.get(n, 0) for n, v in self.grid.from_node.items()}
+        recv = {self.node_to_pid[n]: v - before_to.get(n, 0) for n, v in self.grid.to_node.items()}
+        return SumResult(
+            total, sorted(accepted), {p: sent.get(p, 0) for p in pids}, {p: recv.get(p, 0) for p in pids}
         )
 
     def keyed(self, req: SumRequest) -> tuple[dict[str, np.ndarray], SumResult]:
@@ -375,7 +452,28 @@ class _SumClient(NumPyClient):
         self.vector_fn = vector_fn
 
     def get_properties(self, config: dict) -> dict:
-        return {PARTITION_KEY: self.pid}
+        if "he-round" not in config:  # discovery
+            return {PARTITION_KEY: self.pid}
+        # an HE round: encrypt every named vector under the round's public key
+        from fedsynth.secagg.he_sum import HEParams, RoundKey, encrypt_vector
+
+        payload = json.loads(cast(str, config["request"]))
+        if "blob" in config:
+            payload["_blob"] = config["blob"]
+        x = self.vector_fn(self.pid, payload)
+        named = dict(x) if isinstance(x, Mapping) else {"": x}
+        nonces = json.loads(cast(str, config["he-nonces"]))
+        key = RoundKey(
+            cast(bytes, config[HE_KEY]),
+            cast(str, config["he-fingerprint"]),
+            cast(str, config["he-round"]),
+            (int(nonces[0]), int(nonces[1])),
+            HEParams(),
+        )
+        out: dict[str, Any] = {PARTITION_KEY: self.pid, KEYS_KEY: json.dumps(sorted(named))}
+        for k, v in named.items():
+            out[f"he:{k}"] = encrypt_vector(key, np.asarray(v, dtype=np.int64)).to_bytes()
+        return out
 
     def fit(self, parameters: list, config: dict) -> tuple[list[np.ndarray], int, dict]:
         plan = LimbPlan.from_config(config)
