@@ -143,7 +143,11 @@ def _method(cfg: Mapping[str, Any], data: FlaimData) -> FederatedMethod:
         top=int(cfg.get("top", 1)),
         **_optional(cfg),
     )
-    return make_method(name, ctx)
+    m = make_method(name, ctx)
+    if getattr(m, "deferred_keys", ()):
+        # its totals must stay encrypted across rounds, which the Flower channel does not do yet
+        raise ValueError(f"{name} runs in-process only (fedsynth flaim run --secure-sum he)")
+    return m
 
 
 def _optional(cfg: Mapping[str, Any]) -> dict[str, Any]:
