@@ -77,3 +77,14 @@ def test_a_noise_client_lost_before_uploading_is_made_up_by_the_next_round() -> 
     r = run(d, "flaim-he", secure_sum=he, **KW)  # type: ignore[arg-type]
     assert r.rho_used <= r.rho * (1 + 1e-9)
     assert r.participants >= 2
+
+
+def test_a_reused_secure_sum_never_adds_one_runs_totals_to_the_next() -> None:
+    d = _toy()
+    shared = HESum()
+    first = run(d, "flaim-he", secure_sum=shared, **KW)  # type: ignore[arg-type]
+    again = run(d, "flaim-he", secure_sum=shared, **KW)  # type: ignore[arg-type]
+    fresh = run(d, "flaim-he", secure_sum=HESum(), **KW)  # type: ignore[arg-type]
+    assert np.array_equal(again.synthetic, fresh.synthetic) and np.array_equal(
+        first.synthetic, fresh.synthetic
+    )

@@ -317,6 +317,7 @@ class HESum:
         self.last_clipped: dict[int, int] = {}
         # seconds of the last call: per client (encryption), aggregator (parse + add), decryptor
         self.last_timing: dict[str, Any] = {}
+        self._totals: dict[str, EncryptedTotal] = {}
 
     @property
     def decryptor(self) -> Decryptor:
@@ -380,11 +381,14 @@ class HESum:
         return total, accepted, sent, received
 
     # -- deferred use: sums that stay encrypted across rounds (flaim-he) -------------------------
+    def begin(self) -> None:
+        """Start a new run: forget every encrypted running total (one run's totals must never be
+        added to another's — the runner calls this before each deferred run)."""
+        self._totals = {}
+
     def accumulate(self, key: str, vectors: Mapping[int, np.ndarray]) -> SumResult:
         """Add this round's uploads to the encrypted running total ``key`` without decrypting;
         the result's ``total`` is empty (nothing is revealed), survivors and bytes as usual."""
-        if not hasattr(self, "_totals"):
-            self._totals: dict[str, EncryptedTotal] = {}
         total, accepted, sent, received = self.upload_round(vectors, self._totals.get(key))
         assert total is not None
         self._totals[key] = total
