@@ -26,7 +26,7 @@ from fedsynth.flaim.methods.base import (
     _newcomers,
     _split,
 )
-from fedsynth.flaim.workload import candidate_pool
+from fedsynth.flaim.workload import Clique, candidate_pool
 from fedsynth.privacy.zcdp import Budget, cdp_rho
 
 
@@ -98,6 +98,14 @@ class DistAIM(FederatedMethod[CollectState]):
         return state
 
 
+def public_pool(ctx: Context) -> list[Clique]:
+    """The collect-then-AIM methods' public candidate pool (:func:`candidate_pool`); the initial
+    marginals are added whatever the pool budget: they are measured, so they must be uploaded."""
+    allowed = None if ctx.candidates is None else set(ctx.candidates)
+    pool = candidate_pool(ctx.sizes, ctx.workload, ctx.pool_cells, allowed)
+    return pool + [q for q in ctx.initial or [] if q not in pool]
+
+
 class DeferredAIM(FederatedMethod[CollectState]):
     """Ours, deferred AIM (``flaim-da``): collect first, then run central AIM once on the aggregate.
 
@@ -131,10 +139,7 @@ class DeferredAIM(FederatedMethod[CollectState]):
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
-        allowed = None if ctx.candidates is None else set(ctx.candidates)
-        pool = candidate_pool(ctx.sizes, ctx.workload, ctx.pool_cells, allowed)
-        # the initial marginals are measured whatever the pool budget: they must be uploaded
-        self.pool = pool + [q for q in ctx.initial or [] if q not in pool]
+        self.pool = public_pool(ctx)
         self._cells = _cells(self.pool, ctx.sizes)
 
     def init_state(self) -> CollectState:

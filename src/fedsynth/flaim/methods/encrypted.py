@@ -50,7 +50,8 @@ from fedsynth.flaim.methods.base import (
     _client_rng,
     _newcomers,
 )
-from fedsynth.flaim.workload import Clique, candidate_pool
+from fedsynth.flaim.methods.collect import public_pool
+from fedsynth.flaim.workload import Clique
 from fedsynth.privacy.skellam import skellam_rho_general, skellam_variance
 from fedsynth.privacy.zcdp import Budget, cdp_rho
 
@@ -75,9 +76,7 @@ class EncryptedAIM(FederatedMethod[EncryptedState]):
 
     def __init__(self, ctx: Context):
         super().__init__(ctx)
-        allowed = None if ctx.candidates is None else set(ctx.candidates)
-        pool = candidate_pool(ctx.sizes, ctx.workload, ctx.pool_cells, allowed)
-        self.pool = pool + [q for q in ctx.initial or [] if q not in pool]
+        self.pool = public_pool(ctx)
         self._cells = _cells(self.pool, ctx.sizes)
         offsets = np.cumsum([0] + [int(np.prod([ctx.sizes[a] for a in q])) for q in self.pool])
         self._slots = {q: np.arange(offsets[i], offsets[i + 1]) for i, q in enumerate(self.pool)}
@@ -115,10 +114,10 @@ class EncryptedAIM(FederatedMethod[EncryptedState]):
         else:
             state.pending = 1.0 - state.noise_done
             plan.senders = list(participants)
-            # each sender's share of the still-missing noise (variances, per cell)
+            # σ of each sender's share of the still-missing noise, per cell (preview, measurement)
             plan.sigmas = [
-                state.pending * self.mu_preview / len(participants),
-                state.pending * self.mu_measure / len(participants),
+                float(np.sqrt(state.pending * self.mu_preview / len(participants))),
+                float(np.sqrt(state.pending * self.mu_measure / len(participants))),
             ]
         return plan
 
@@ -135,8 +134,8 @@ class EncryptedAIM(FederatedMethod[EncryptedState]):
         assert plan.sigmas is not None
         rng = _client_rng(self.ctx, plan.round, cid, _STEP_IDS["noise"])
         return {
-            "noise_preview": skellam_share(self._cells, plan.sigmas[0], rng),
-            "noise_measure": skellam_share(self._cells, plan.sigmas[1], rng),
+            "noise_preview": skellam_share(self._cells, plan.sigmas[0] ** 2, rng),
+            "noise_measure": skellam_share(self._cells, plan.sigmas[1] ** 2, rng),
         }
 
     def server_step(self, state: EncryptedState, plan: Plan, sums: dict[str, np.ndarray]) -> EncryptedState:
