@@ -15,12 +15,12 @@ from fedsynth.evaluation.drift import (
     METHODS,
     DriftConfig,
     Pool,
-    _draw,
     aggregate,
     drift_checks,
     load_task,
     run_drift_seed,
 )
+from fedsynth.evaluation.drift_pool import draw
 from fedsynth.generators.base import get_family
 from fedsynth.generators.pool import GeneratorPool
 from fedsynth.privacy.dpsgd import epsilon_spent
@@ -129,9 +129,9 @@ def test_a_pool_without_the_silos_classes_falls_back_to_balanced_rows() -> None:
     gset = vae.fit(train, s, PrivacyTarget(1.0, None), vae.default_config("titanic"), seed=0)
     only = [g for g in gset.generators if g.card.class_label == s.classes[0]]
     pool = Pool("dp-vae/1", "vae", GeneratorPool(s, only), 1.0, [0.0], 0.0, 0.0, [s.classes[1]])
-    x, y, fell_back = _draw(task, pool, 50, 0, mix=np.array([0.0, 1.0]))  # wants only the missing class
+    x, y, fell_back = draw(task, pool, 50, 0, mix=np.array([0.0, 1.0]))  # wants only the missing class
     assert fell_back and len(x) == 50 and set(y.tolist()) == {0}
-    x, y, fell_back = _draw(task, pool, 50, 0, mix=np.array([0.5, 0.5]))
+    x, y, fell_back = draw(task, pool, 50, 0, mix=np.array([0.5, 0.5]))
     assert not fell_back and set(y.tolist()) == {0}
 
 

@@ -52,16 +52,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from fedsynth.data.partition import PartitionError, drift_partition
-from fedsynth.data.schema import Schema, SchemaError
+from fedsynth.evaluation.drift_checks import aggregate, drift_checks
+from fedsynth.evaluation.drift_pool import Pool, build_pool, draw
+from fedsynth.evaluation.drift_task import DriftTask, load_task
 from fedsynth.evaluation.fairness import attribute_gaps
 from fedsynth.evaluation.fedtrain import (
     DPConfig,
     FedRun,
     LocalConfig,
-    ModelSpec,
     SiloTrainer,
     init_params,
     make_strategy,
@@ -71,11 +71,7 @@ from fedsynth.evaluation.fedtrain import (
     train_model,
 )
 from fedsynth.evaluation.metrics import METRICS, score
-from fedsynth.generators.base import GeneratorSet, TooFewRowsError, get_family, is_federation_family
-from fedsynth.generators.federation import fit_federation
-from fedsynth.generators.io import to_artifact
-from fedsynth.generators.pool import GeneratorPool
-from fedsynth.privacy.target import PrivacyTarget, default_delta
+from fedsynth.privacy.target import default_delta
 
 BASE_METHODS = ("local", "pooled", "fedavg", "fedprox", "fedavgm", "dp-fedavg")
 SYNTHETIC_METHODS = (
@@ -86,7 +82,6 @@ SYNTHETIC_METHODS = (
     "personalised",
 )
 METHODS = BASE_METHODS + SYNTHETIC_METHODS
-FAIRNESS_ATTRIBUTES = ("sex", "race")
 #: per-dataset settings of :class:`DriftConfig` (``--set`` overrides them): tiny tables need more
 #: local steps per round; images a CNN's learning rate and a smaller synthetic set
 PRESETS: dict[str, dict[str, Any]] = {
@@ -97,105 +92,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 Progress = Callable[[str, int, int], None]
-
-
-@dataclass
-class DriftTask:
-    """A dataset as the drift benchmark needs it: model inputs, labels, how to turn pool rows
-    into model inputs, and the frames the generators train on."""
-
-    name: str
-    schema: Schema
-    spec: ModelSpec
-    x_train: np.ndarray  # float32 (encoded table) or uint8 (N, C, H, W)
-    y_train: np.ndarray  # int64 class indices in schema order
-    x_test: np.ndarray
-    y_test: np.ndarray
-    positive: str | None
-    frames: Callable[[np.ndarray], pd.DataFrame]  # training rows -> frame for the generators
-    to_xy: Callable[[pd.DataFrame], tuple[np.ndarray, np.ndarray]]  # pool rows -> inputs, labels
-    test_frame: pd.DataFrame | None = None  # tables: for the group-fairness gaps
-
-    @property
-    def classes(self) -> list[str]:
-        return [str(c) for c in self.schema.classes]
-
-    @property
-    def fairness_attributes(self) -> tuple[str, ...]:
-        if self.test_frame is None:
-            return ()
-        return tuple(a for a in FAIRNESS_ATTRIBUTES if a in self.test_frame.columns)
-
-
-def load_task(
-    dataset: str, *, hidden: int = 64, max_train_rows: int | None = None, seed: int = 0
-) -> DriftTask:
-    """A tabular benchmark (MLP on the public-schema encoding) or mnist / fashion_mnist (CNN).
-    ``max_train_rows``: a seeded random subset of the training split (images: CPU time)."""
-    from fedsynth.data.images import IMAGE_BENCHMARKS
-
-    def subset(n: int) -> np.ndarray:
-        if max_train_rows is None or max_train_rows >= n:
-            return np.arange(n)
-        if max_train_rows < 1:
-            raise ValueError("--max-train-rows must be >= 1")
-        return np.sort(np.random.default_rng(seed).choice(n, max_train_rows, replace=False))
-
-    if dataset in IMAGE_BENCHMARKS:
-        from fedsynth.data.images import load_images, to_images
-
-        data = load_images(dataset)
-        keep = subset(len(data.train_x))
-        tx, ty = data.train_x[keep], data.train_y[keep]
-        schema = data.schema
-        index = {c: i for i, c in enumerate(schema.classes)}
-
-        def img_xy(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-            x, lab = to_images(df, schema)
-            return x, np.array([index[str(v)] for v in lab], dtype=np.int64)
-
-        spec = ModelSpec("cnn", len(schema.classes), image=schema.image, hidden=128)
-        return DriftTask(
-            dataset,
-            schema,
-            spec,
-            tx,
-            ty,
-            data.test_x,
-            data.test_y,
-            None,
-            lambda idx: data.frame(keep[idx]),
-            img_xy,
-        )
-    from fedsynth.data.datasets import load_dataset
-    from fedsynth.data.encoders import TableEncoder, encode_target
-
-    bench = load_dataset(dataset)
-    train, test = bench.train, bench.test
-    keep = subset(len(train))
-    train = train.iloc[keep].reset_index(drop=True)
-    s = bench.schema
-    enc = TableEncoder(s)
-
-    def tab_xy(df: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-        return enc.transform(df), encode_target(df[s.target], s)
-
-    x_tr, y_tr = tab_xy(train)
-    x_te, y_te = tab_xy(test)
-    spec = ModelSpec("mlp", len(s.classes), input_dim=enc.dim, hidden=hidden)
-    return DriftTask(
-        dataset,
-        s,
-        spec,
-        x_tr,
-        y_tr,
-        x_te,
-        y_te,
-        bench.positive,
-        lambda idx: train.iloc[idx].reset_index(drop=True),
-        tab_xy,
-        test,
-    )
 
 
 @dataclass
@@ -254,96 +150,6 @@ def _split_holdout(parts: list[np.ndarray], frac: float, seed: int) -> list[tupl
         k = max(1, round(frac * len(p)))
         out.append((np.sort(perm[k:]), np.sort(perm[:k])))
     return out
-
-
-@dataclass
-class Pool:
-    """A family's pool for one seed, and what building it cost."""
-
-    family: str
-    name: str
-    pool: GeneratorPool
-    epsilon: float
-    push_bytes: list[float]  # per silo: its artifacts, or its share of a federation round
-    pull_bytes: float  # the whole pool, downloaded by every silo
-    seconds: float
-    missing_classes: list[str]
-    silos_skipped: dict[int, str] = field(default_factory=dict)  # silo -> why it pushed nothing
-
-
-def build_pool(
-    task: DriftTask,
-    name: str,
-    frames: list[pd.DataFrame],
-    cfg: DriftConfig,
-    seed: int,
-    progress: Progress | None = None,
-) -> Pool:
-    """Per-silo generator sets (or one federation-level fit over all silos) → the pool."""
-    t0 = time.perf_counter()
-    family = get_family(name)
-    gen_cfg = cfg.gen_configs.get(name) or family.default_config(task.name)
-    s = task.schema
-    sets: list[GeneratorSet] = []
-    skipped: dict[int, str] = {}
-    if is_federation_family(family):
-        target = PrivacyTarget(cfg.epsilon, cfg.delta or default_delta(sum(map(len, frames))))
-        gset, rep = fit_federation(family, frames, s, target, gen_cfg, seed=seed)  # type: ignore[arg-type]
-        sets.append(gset)
-        d = rep.to_dict()
-        push = [float(d["bytes_sent_per_silo"] + d["bytes_received_per_silo"])] * len(frames)
-        if progress:
-            progress("generators", len(frames), len(frames))
-    else:
-        target = PrivacyTarget(cfg.epsilon, cfg.delta)
-        push = []
-        for i, df in enumerate(frames):
-            try:
-                gs = family.fit(df, s, target, gen_cfg, seed=seed * 100 + i)
-            except (SchemaError, TooFewRowsError) as e:
-                # a skewed silo the family cannot serve (e.g. one class for a joint model):
-                # it pushes nothing and still pulls the pool
-                skipped[i] = str(e)
-                push.append(0.0)
-            else:
-                sets.append(gs)
-                push.append(float(sum(len(c) + len(w) for c, w in map(to_artifact, gs.generators))))
-            if progress:
-                progress("generators", i + 1, len(frames))
-    gens = [g for gs in sets for g in gs.generators]
-    if not gens:
-        raise ValueError(f"no silo could train a {name} generator: {skipped}")
-    pull = float(sum(len(c) + len(w) for c, w in map(to_artifact, gens)))
-    pool = GeneratorPool(s, gens)
-    missing = [c for c in task.classes if c not in pool.classes]
-    return Pool(
-        family.kind,
-        name,
-        pool,
-        max(gs.epsilon for gs in sets),
-        push,
-        pull,
-        time.perf_counter() - t0,
-        missing,
-        skipped,
-    )
-
-
-def _draw(
-    task: DriftTask, pool: Pool, n: int, seed: int, mix: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, bool]:
-    """``n`` pool rows as model inputs: class-balanced, or in the class ``mix`` (proportions in
-    schema order). Returns (x, y, fell_back): a mix with no weight on any class the pool has
-    falls back to class-balanced rows."""
-    weights = None
-    fell_back = False
-    if mix is not None:
-        weights = {c: float(w) for c, w in zip(task.classes, mix, strict=True)}
-        if sum(weights.get(c, 0.0) for c in pool.pool.classes) <= 0:
-            weights, fell_back = None, True
-    df = pool.pool.sample(max(1, n), seed=seed, class_weights=weights)
-    x, y = task.to_xy(df)
-    return x, y, fell_back
 
 
 class _Scorer:
@@ -568,7 +374,16 @@ def run_drift_seed(
     if want & set(SYNTHETIC_METHODS):
         frames = [task.frames(tr) for tr in trains]
         for name in cfg.generators:
-            pool = build_pool(task, name, frames, cfg, seed, progress)
+            pool = build_pool(
+                task,
+                name,
+                frames,
+                epsilon=cfg.epsilon,
+                delta=cfg.delta,
+                gen_config=cfg.gen_configs.get(name),
+                seed=seed,
+                progress=progress,
+            )
             timing[f"generators[{name}]"] = pool.seconds
             gen_bytes = float(np.mean(pool.push_bytes)) + pool.pull_bytes
             pools_info.append(
@@ -617,10 +432,10 @@ def _synthetic_methods(
     # per silo: class-balanced pool rows (augmentation, regulariser) and rows in its own mix
     # (fine-tuning); a mix the pool cannot serve falls back to balanced rows
     bal = [
-        _draw(task, pool, max(cfg.min_aug, round(cfg.aug_ratio * len(x))), seed * 1000 + 2 * i)[:2]
+        draw(task, pool, max(cfg.min_aug, round(cfg.aug_ratio * len(x))), seed * 1000 + 2 * i)[:2]
         for i, x in enumerate(xs)
     ]
-    mixed = [_draw(task, pool, len(x), seed * 1000 + 2 * i + 1, mixes[i]) for i, x in enumerate(xs)]
+    mixed = [draw(task, pool, len(x), seed * 1000 + 2 * i + 1, mixes[i]) for i, x in enumerate(xs)]
     fallbacks = sum(m[2] for m in mixed)
     timing[f"sampling[{name}]"] = time.perf_counter() - t0
     both: dict[str, Any] = {"fallbacks": fallbacks, "pool_missing_classes": pool.missing_classes}
@@ -629,7 +444,7 @@ def _synthetic_methods(
     if want & {"synthetic", "synthetic+finetune"} or (
         "synthetic-regulariser" in want and cfg.distill_teacher == "synthetic"
     ):
-        x_s, y_s, _ = _draw(task, pool, cfg.synthetic_rows, seed * 1000 + 999)
+        x_s, y_s, _ = draw(task, pool, cfg.synthetic_rows, seed * 1000 + 999)
         syn_params = train_model(spec, x_s, y_s, cfg.local, epochs=cfg.alone_epochs, seed=seed * 1000 + 998)
         if "synthetic" in want:
             present = np.array([c in pool.pool.classes for c in task.classes], dtype=float)
@@ -743,137 +558,6 @@ def _synthetic_methods(
             )
         )
         timing[f"personalised[{name}]"] = time.perf_counter() - t0
-    return out
-
-
-def _nanmean(v: list[Any]) -> float:
-    a = np.array([np.nan if x is None else x for x in v], dtype=float)
-    return float(np.nanmean(a)) if np.isfinite(a).any() else float("nan")
-
-
-def _nansd(v: list[Any]) -> float:
-    a = np.array([np.nan if x is None else x for x in v], dtype=float)
-    a = a[np.isfinite(a)]
-    return float(a.std(ddof=1)) if len(a) > 1 else 0.0
-
-
-def aggregate(runs: list[dict[str, Any]], split: str, param: float) -> list[dict[str, Any]]:
-    """Mean (and sd) over seeds per (method, generator): the ``results`` entries of the JSON."""
-    if not runs:
-        raise ValueError("no runs to aggregate")
-    keys = [(e["method"], e["generator"]) for e in runs[0]["entries"]]
-    out = []
-    for method, gen in keys:
-        es = [e for r in runs for e in r["entries"] if (e["method"], e["generator"]) == (method, gen)]
-        hist = None
-        if es[0]["history"]:
-            hist = {
-                k: [float(np.nanmean(col)) for col in zip(*[e["history"][k] for e in es], strict=True)]
-                for k in es[0]["history"]
-            }
-        fair = None
-        if es[0]["fairness"]:
-            fair = {
-                a: {k: _nanmean([e["fairness"][a][k] for e in es]) for k in es[0]["fairness"][a]}
-                for a in es[0]["fairness"]
-            }
-        eps = [e["epsilon"] for e in es]
-        entry: dict[str, Any] = {
-            "method": method,
-            "generator": gen,
-            "split": split,
-            "beta": float(param),
-            "epsilon": None if any(v is None for v in eps) else float(max(eps)),
-            "private": not any(v is None for v in eps),
-            "seeds": len(es),
-            "global": {m: _nanmean([e["global"][m] for e in es]) for m in METRICS},
-            "global_sd": {m: _nansd([e["global"][m] for e in es]) for m in METRICS},
-            "per_silo": {
-                k: _nanmean([e["per_silo"][k] for e in es]) for k in ("mean_accuracy", "worst_accuracy")
-            },
-            "per_silo_sd": {
-                k: _nansd([e["per_silo"][k] for e in es]) for k in ("mean_accuracy", "worst_accuracy")
-            },
-            "rounds_to_95": _nanmean([e["rounds_to_95"] for e in es]) if es[0]["history"] else None,
-            "rounds_to_95_auc": _nanmean([e["rounds_to_95_auc"] for e in es]) if es[0]["history"] else None,
-            "bytes_per_silo": _nanmean([e["bytes_per_silo"] for e in es]),
-            "fairness": fair,
-            "history": hist,
-        }
-        if "dp_accounts" in es[0]:
-            entry["dp_accounts"] = [e["dp_accounts"] for e in es]
-        if "fallbacks" in es[0]:
-            entry["fallbacks"] = int(sum(e["fallbacks"] for e in es))
-            entry["pool_missing_classes"] = sorted({c for e in es for c in e["pool_missing_classes"]})
-        out.append(entry)
-    return out
-
-
-def _label(e: dict[str, Any]) -> str:
-    return e["method"] if e.get("generator") is None else f"{e['method']} ({e['generator']})"
-
-
-def drift_checks(results: list[dict[str, Any]], headline: str = "auc") -> list[dict[str, Any]]:
-    """The issue's targets per (split, β), computed from aggregated ``results``:
-
-    * ``gain`` — the best of ``fedavg+synthetic`` / ``personalised`` against plain ``fedavg``:
-      points of the ``headline`` metric (AUC for tables, accuracy for images) and of worst-silo
-      accuracy; ``met`` when one method gains ≥ 2 and ≥ 5. ``rounds_ratio`` is
-      ``fedavg+synthetic``'s rounds to 95 % over FedAvg's (accuracy and AUC; target ≤ 0.5).
-    * ``equal_epsilon`` — the best private generator-based method (finite ε: ``synthetic``,
-      ``synthetic+finetune``) against ``dp-fedavg`` at the same ε: which wins, by how much.
-    * ``bias`` — per method and attribute, its TPR gap minus real-data FedAvg's and minus the
-      pooled real model's (points; ``flag`` when > 2 over FedAvg)."""
-    out = []
-    for split, beta in dict.fromkeys((e["split"], e["beta"]) for e in results):
-        es = [e for e in results if (e["split"], e["beta"]) == (split, beta)]
-        by = {_label(e): e for e in es}
-        row: dict[str, Any] = {"split": split, "beta": beta, "headline": headline}
-        fed = by.get("fedavg")
-        if fed is not None:
-            gains = []
-            for e in es:
-                if e["method"] in ("fedavg+synthetic", "personalised"):
-                    g = e["global"][headline] - fed["global"][headline]
-                    w = e["per_silo"]["worst_accuracy"] - fed["per_silo"]["worst_accuracy"]
-                    gains.append(
-                        {"method": _label(e), "headline_gain": g, "worst_gain": w, "met": g >= 2 and w >= 5}
-                    )
-                if e["method"] == "fedavg+synthetic":
-                    for k, r in (("accuracy", "rounds_to_95"), ("auc", "rounds_to_95_auc")):
-                        if fed.get(r) and e.get(r) is not None:
-                            gains[-1][f"rounds_ratio_{k}"] = e[r] / fed[r]
-            row["gain"] = gains
-            row["gain_met"] = any(g["met"] for g in gains)
-        dp = by.get("dp-fedavg")
-        private = [e for e in es if e.get("generator") is not None and e["epsilon"] is not None]
-        if dp is not None and private:
-            best = max(private, key=lambda e: e["global"][headline])
-            d = best["global"][headline] - dp["global"][headline]
-            row["equal_epsilon"] = {
-                "generator_method": _label(best),
-                "generator_value": best["global"][headline],
-                "generator_worst": best["per_silo"]["worst_accuracy"],
-                "dp_fedavg_value": dp["global"][headline],
-                "dp_fedavg_worst": dp["per_silo"]["worst_accuracy"],
-                "epsilon": max(best["epsilon"], dp["epsilon"]),
-                "winner": "generators" if d > 0 else "dp-fedavg",
-                "margin": d,
-            }
-        refs = {k: by[k]["fairness"] for k in ("fedavg", "pooled") if k in by and by[k].get("fairness")}
-        if refs:
-            bias = []
-            for e in es:
-                if not e.get("fairness") or e["method"] in refs:
-                    continue
-                item: dict[str, Any] = {"method": _label(e)}
-                for attr, gaps in e["fairness"].items():
-                    for ref, rf in refs.items():
-                        item[f"{attr}_vs_{ref}"] = gaps["tpr_gap"] - rf[attr]["tpr_gap"]
-                item["flag"] = any(item.get(f"{a}_vs_fedavg", 0) > 2 for a in e["fairness"])
-                bias.append(item)
-            row["bias"] = bias
-        out.append(row)
     return out
 
 
