@@ -38,6 +38,11 @@ class Pool:
     silos_skipped: dict[int, str] = field(default_factory=dict)  # silo -> why it pushed nothing
 
 
+def _nbytes(gens: Any) -> float:
+    """Bytes of the generators' artifacts (card + safetensors), as pushed and pulled."""
+    return float(sum(len(c) + len(w) for c, w in map(to_artifact, gens)))
+
+
 def build_pool(
     task: DriftTask,
     name: str,
@@ -77,13 +82,13 @@ def build_pool(
                 push.append(0.0)
             else:
                 sets.append(gs)
-                push.append(float(sum(len(c) + len(w) for c, w in map(to_artifact, gs.generators))))
+                push.append(_nbytes(gs.generators))
             if progress:
                 progress("generators", i + 1, len(frames))
     gens = [g for gs in sets for g in gs.generators]
     if not gens:
         raise ValueError(f"no silo could train a {name} generator: {skipped}")
-    pull = float(sum(len(c) + len(w) for c, w in map(to_artifact, gens)))
+    pull = _nbytes(gens)
     pool = GeneratorPool(s, gens)
     missing = [c for c in task.classes if c not in pool.classes]
     return Pool(
