@@ -84,3 +84,22 @@ def progress() -> Progress:
         console=console,
         transient=True,
     )
+
+
+class StageProgress:
+    """A ``(stage, done, total)`` callback for the experiments: one bar per stage, labelled
+    ``"{prefix}: {stage}"``; :meth:`close` removes its bars (e.g. when a seed is done)."""
+
+    def __init__(self, prog: Progress, prefix: str) -> None:
+        self.prog, self.prefix = prog, prefix
+        self.tasks: dict[str, Any] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.prog.add_task(f"{self.prefix}: {stage}", total=total)
+        self.prog.update(self.tasks[stage], completed=done)
+
+    def close(self) -> None:
+        for tid in self.tasks.values():
+            self.prog.remove_task(tid)
+        self.tasks.clear()

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 import typer
 
 from fedsynth.cli.app import bench_app
-from fedsynth.cli.common import progress, refuse_existing, user_errors, write_json
+from fedsynth.cli.common import StageProgress, progress, refuse_existing, user_errors, write_json
 from fedsynth.cli.tables import new_table, out, print_table
 
 DEFAULT_BETAS = (0.05, 0.1, 0.5, 1.0)
@@ -205,18 +205,9 @@ def bench_drift(
             for b in params:
                 runs = []
                 for seed in range(seeds):
-                    tasks: dict[str, Any] = {}
-
-                    def cb(
-                        stage: str, i: int, n: int, _t: dict[str, Any] = tasks, _s: int = seed, _b: float = b
-                    ) -> None:
-                        if stage not in _t:
-                            _t[stage] = prog.add_task(f"{kind} {_b:g} seed {_s}: {stage}", total=n)
-                        prog.update(_t[stage], completed=i)
-
+                    cb = StageProgress(prog, f"{kind} {b:g} seed {seed}")
                     runs.append(run_drift_seed(task, cfg, kind, b, seed, cb))
-                    for tid in tasks.values():
-                        prog.remove_task(tid)
+                    cb.close()
                 results.extend(aggregate(runs, kind, b))
                 per_seed.extend(
                     {

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fedsynth.cli.common import progress
+from fedsynth.cli.common import StageProgress, progress
 
 #: the paper's Table I image rows (evaluated on local data, VGG16 features pretrained on ImageNet)
 PAPER_IMAGES: dict[str, dict[str, dict[str, float]]] = {
@@ -89,14 +89,7 @@ def run_image_bench(
         for seed in range(seeds):
             shared: dict[Any, Any] = {}  # this seed's baselines, computed by the first family
             for j, (family, cfg) in enumerate(zip(fams, cfgs, strict=True)):
-                tasks: dict[str, Any] = {}
-
-                def cb(
-                    stage: str, i: int, n: int, _t: dict[str, Any] = tasks, _s: int = seed, _f: Any = family
-                ) -> None:
-                    if stage not in _t:
-                        _t[stage] = prog.add_task(f"seed {_s} {_f.name}: {stage}", total=n)
-                    prog.update(_t[stage], completed=i)
+                cb = StageProgress(prog, f"seed {seed} {family.name}")
 
                 def on_sets(sets: list[GeneratorSet], _s: int = seed, _f: Any = family, _j: int = j) -> None:
                     if grid_dir is None or _s != 0:

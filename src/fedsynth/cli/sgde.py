@@ -16,6 +16,7 @@ from rich.table import Table
 
 from fedsynth.cli.app import app, bench_app, data_app
 from fedsynth.cli.common import (
+    StageProgress,
     console,
     progress,
     refuse_existing,
@@ -206,12 +207,7 @@ def _run_sgde(
                 gen_config=gen_cfg,
                 split=split,
             )
-            tasks: dict[str, Any] = {}
-
-            def cb(stage: str, i: int, n: int, _tasks: dict[str, Any] = tasks, _seed: int = seed) -> None:
-                if stage not in _tasks:
-                    _tasks[stage] = prog.add_task(f"seed {_seed}: {stage}", total=n)
-                prog.update(_tasks[stage], completed=i)
+            cb = StageProgress(prog, f"seed {seed}")
 
             if hub:
                 runs.append(_run_via_hub(bench, cfg, seed, cb))
