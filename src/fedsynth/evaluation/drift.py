@@ -440,6 +440,10 @@ def _synthetic_methods(
     timing[f"sampling[{name}]"] = time.perf_counter() - t0
     both: dict[str, Any] = {"fallbacks": fallbacks, "pool_missing_classes": pool.missing_classes}
 
+    # every entry of this family: its name, its pool's fallbacks and missing classes
+    def entry(method: str, scored: dict[str, Any], **kw: Any) -> dict[str, Any]:
+        return _entry(method, scored, generator=name, **kw, **both)
+
     syn_params = None
     if want & {"synthetic", "synthetic+finetune"} or (
         "synthetic-regulariser" in want and cfg.distill_teacher == "synthetic"
@@ -453,13 +457,11 @@ def _synthetic_methods(
             scored = sc.global_model(syn_params)
             scored["silo_accuracy"] = sc.per_silo_models([syn_params] * len(xs), shift)["silo_accuracy"]
             out.append(
-                _entry(
+                entry(
                     "synthetic",
                     scored,
-                    generator=name,
                     epsilon=pool.epsilon,
                     bytes_per_silo=gen_bytes,
-                    **both,
                 )
             )
         if "synthetic+finetune" in want:
@@ -476,13 +478,11 @@ def _synthetic_methods(
                 for i, (x, y, m) in enumerate(zip(xs, ys, mixed, strict=True))
             ]
             out.append(
-                _entry(
+                entry(
                     "synthetic+finetune",
                     sc.per_silo_models(models),
-                    generator=name,
                     epsilon=pool.epsilon,
                     bytes_per_silo=gen_bytes,
-                    **both,
                 )
             )
     aug_run = None
@@ -496,14 +496,12 @@ def _synthetic_methods(
         aug_run = federate(f"fedavg+synthetic[{name}]", "fedavg", trainers)
         if "fedavg+synthetic" in want:
             out.append(
-                _entry(
+                entry(
                     "fedavg+synthetic",
                     sc.global_model(aug_run.params),
-                    generator=name,
                     epsilon=None,
                     bytes_per_silo=aug_run.bytes_per_silo + gen_bytes,
                     run=aug_run,
-                    **both,
                 )
             )
     if "synthetic-regulariser" in want:
@@ -522,14 +520,12 @@ def _synthetic_methods(
         ]
         run = federate(f"synthetic-regulariser[{name}]", "fedavg", trainers)
         out.append(
-            _entry(
+            entry(
                 "synthetic-regulariser",
                 sc.global_model(run.params),
-                generator=name,
                 epsilon=None,
                 bytes_per_silo=run.bytes_per_silo + gen_bytes,
                 run=run,
-                **both,
             )
         )
     if "personalised" in want:
@@ -548,13 +544,11 @@ def _synthetic_methods(
             for i, (x, y, m) in enumerate(zip(xs, ys, mixed, strict=True))
         ]
         out.append(
-            _entry(
+            entry(
                 "personalised",
                 sc.per_silo_models(models),
-                generator=name,
                 epsilon=None,
                 bytes_per_silo=aug_run.bytes_per_silo + gen_bytes,
-                **both,
             )
         )
         timing[f"personalised[{name}]"] = time.perf_counter() - t0
