@@ -14,11 +14,14 @@ is what goes into a generator card.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-import pandas as pd
 
 from fedsynth.data.schema import Schema, validate_frame
+
+if TYPE_CHECKING:  # pragma: no cover - imported where frames are built (the hub at rest: never)
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,8 @@ class TableEncoder:
 
     def transform(self, df: pd.DataFrame, *, validated: bool = False) -> np.ndarray:
         """Table -> float32 matrix of shape (n, dim)."""
+        import pandas as pd
+
         if not validated:
             df = validate_frame(df, self.schema, require_target=False)
         if self.schema.image is not None:  # every slot a pixel in [0, 255]: one vectorised scale
@@ -74,6 +79,8 @@ class TableEncoder:
         ``x`` holds softmax probabilities in categorical blocks and [0, 1] values in continuous
         blocks. Categories are drawn from the probabilities (``sample_categories``) or argmax'd.
         """
+        import pandas as pd
+
         rng = rng or np.random.default_rng()
         if self.schema.image is not None:  # pixels: round(255·x) as uint8, one vectorised step
             px = np.rint(np.clip(x, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -98,6 +105,8 @@ class TableEncoder:
 
 def encode_target(y: pd.Series, schema: Schema) -> np.ndarray:
     """Class labels -> integer codes in schema order."""
+    import pandas as pd
+
     codes = pd.Categorical(y.astype(str), categories=list(schema.classes)).codes
     if (codes < 0).any():
         raise ValueError(f"labels outside the schema's classes {list(schema.classes)}")

@@ -19,11 +19,12 @@ import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import pandas as pd
-from pandas.api.types import is_numeric_dtype
+
+if TYPE_CHECKING:  # pragma: no cover - pandas loads only where frames are handled (hub at rest: never)
+    import pandas as pd
 
 from fedsynth import jsonsafe
 
@@ -255,6 +256,8 @@ def _check_image_layout(schema: Schema) -> None:
 
 
 def _validate_image_frame(df: pd.DataFrame, schema: Schema, require_target: bool) -> pd.DataFrame:
+    import pandas as pd
+
     """Image frames are checked strictly and vectorised: pixels must be integers in 0..255 (no
     clipping — an out-of-range or fractional pixel is not an 8-bit image)."""
     names = [c.name for c in schema.features]
@@ -309,6 +312,9 @@ def load_schema(path: str | Path) -> Schema:
 
 
 def _as_category_strings(s: pd.Series) -> pd.Series:
+    import pandas as pd
+    from pandas.api.types import is_numeric_dtype
+
     """Categories are compared as strings; integral floats (1.0) print as integers (1)."""
     if is_numeric_dtype(s):
         vals = s.to_numpy()
@@ -334,6 +340,9 @@ def infer_schema(
         raise SchemaError(f"target column {target!r} not in data; columns are {list(df.columns)}")
     forced = set(categorical or [])
     cols: list[Column] = []
+    import pandas as pd
+    from pandas.api.types import is_numeric_dtype
+
     for name in df.columns:
         s = df[name]
         if s.isna().all():
@@ -365,6 +374,8 @@ def validate_frame(df: pd.DataFrame, schema: Schema, *, require_target: bool = T
     rejected, because bounds are a modelling choice). Raises :class:`SchemaError` for a missing
     column, NaNs, unseen categories or non-numeric values in a continuous column.
     """
+    import pandas as pd
+
     if not isinstance(df, pd.DataFrame):
         raise SchemaError(f"expected a pandas DataFrame, got {type(df).__name__}")
     if schema.image is not None:

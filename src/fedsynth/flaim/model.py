@@ -1,4 +1,4 @@
-"""Private-PGM estimation on ``mbi`` 2.0 structures, plus fast numpy inference on the result.
+"""Private-PGM estimation on Private-PGM's structures, plus fast numpy inference on the result.
 
 Estimation: noisy marginals y_i over cliques c_i with noise σ_i define the loss
 L(μ) = ½ Σ_i ‖μ_{c_i} − y_i‖² / σ_i², minimised over the marginal polytope of the graphical model
@@ -7,13 +7,18 @@ McKenna et al. 2019, Alg. 1): θ ← θ − η ∇_μ L(μ(θ)), μ(θ) by belie
 Warm-started from the previous round's θ. Two engines give the same estimator:
 
 * ``engine="numpy"`` (default): the iterations run in numpy on the junction tree of
-  :func:`mbi.junction_tree.make_junction_tree`; nothing is compiled, so a new clique costs nothing;
-* ``engine="mbi"``: :class:`mbi.estimation.MirrorDescent` (JAX, float64). Each new clique set is a
-  fresh XLA compile (~40 programs, 5–12 s per fit on this shared 2-core machine), which is why it
-  is not the default: AIM refits after every round.
+  :mod:`fedsynth.flaim.junction` (mbi's construction, without JAX); nothing is compiled, so a
+  new clique costs nothing, and the per-iteration work is planned once per fit (message shapes,
+  measurement homes, one pooled target ȳ per measured clique);
+* ``engine="mbi"``: :class:`mbi.estimation.MirrorDescent` (JAX, float64;
+  :mod:`fedsynth.flaim.mbi_engine`, imported only then). Each new clique set is a fresh XLA
+  compile (~40 programs, 5–12 s per fit on this shared 2-core machine), which is why it is not
+  the default: AIM refits after every round.
 
-Either way the result is an :class:`mbi.MarkovRandomField`, and synthetic records come from its
-``synthetic_data`` (mbi 2.0 — the 1.x sampler had the false-correlation bug).
+Synthetic records: exact forward sampling on the calibrated junction tree
+(:class:`fedsynth.flaim.sampling.TreeSampler`), stratified within each separator group as mbi
+2.0's ``synthetic_data`` (its default ``"round"`` method) does; the result can be handed to mbi
+as a :class:`mbi.MarkovRandomField` (:attr:`PGM.model`) for interop.
 
 Inference without recompilation: ``mbi``'s ``model.project(q)`` jit-compiles a variable-elimination
 program per distinct q (the known trap that makes naive AIM take minutes per round). Instead, once
@@ -31,34 +36,21 @@ Model size = Σ_C |Ω_C| · 8 bytes over the maximal cliques of the junction tre
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-os.environ.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+import networkx as nx
+import numpy as np
 
-import jax
+from fedsynth.flaim import junction
+from fedsynth.flaim.junction import maximal_subset
 
-jax.config.update("jax_enable_x64", True)
-# mbi emits many small programs; the on-disk cache only adds I/O (mbi warns about it).
-jax.config.update("jax_enable_compilation_cache", False)
-
-import jax.numpy as jnp  # noqa: E402
-import mbi  # noqa: E402
-import networkx as nx  # noqa: E402
-import numpy as np  # noqa: E402
-from mbi import junction_tree  # noqa: E402
-from mbi.clique_utils import maximal_subset  # noqa: E402
+if TYPE_CHECKING:  # pragma: no cover
+    import mbi
 
 Clique = tuple[str, ...]
+Potentials = dict[Clique, np.ndarray]
 _LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
-
-
-def logsumexp(x: np.ndarray, axis: int | tuple[int, ...] | None = None) -> np.ndarray:
-    """Plain-numpy log Σ exp (scipy's version has array-API overhead that dominates small tables)."""
-    m = np.max(x, axis=axis, keepdims=True)
-    m = np.where(np.isfinite(m), m, 0.0)
-    out = np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True)) + m
-    return np.squeeze(out, axis=axis) if axis is not None else out.reshape(())
 
 
 class ModelSizeError(ValueError):
@@ -76,8 +68,7 @@ class Measurement:
 
 def model_size_mb(sizes: dict[str, int], cliques: list[Clique]) -> float:
     """Junction-tree size in MB (8 bytes per cell of every maximal clique)."""
-    dom = mbi.Domain.fromdict(sizes)
-    return float(junction_tree.hypothetical_model_size(dom, [tuple(c) for c in cliques]))
+    return junction.model_size_mb(sizes, [tuple(c) for c in cliques])
 
 
 class PGM:
@@ -98,22 +89,10 @@ class PGM:
 
     @property
     def model(self) -> mbi.MarkovRandomField:
-        """The same model as an :class:`mbi.MarkovRandomField` (for sampling / interop)."""
-        dom = mbi.Domain.fromdict(self.sizes)
-        pots = mbi.CliqueVector(
-            dom,
-            self.cliques,
-            {c: mbi.Factor(dom.project(c), jnp.asarray(v)) for c, v in self.potentials.items()},
-        )
-        margs = mbi.CliqueVector(
-            dom,
-            self.cliques,
-            {
-                c: mbi.Factor(dom.project(c), jnp.asarray(self.probability(c) * self.total))
-                for c in self.cliques
-            },
-        )
-        return mbi.MarkovRandomField(potentials=pots, marginals=margs, total=self.total)
+        """The same model as an :class:`mbi.MarkovRandomField` (interop; imports mbi and JAX)."""
+        from fedsynth.flaim.mbi_engine import to_markov_random_field
+
+        return to_markov_random_field(self)
 
     # -- queries ------------------------------------------------------------------------------
     def probability(self, q: Clique) -> np.ndarray:
@@ -198,32 +177,39 @@ class PGM:
         return tuple(self.sizes[a] for a in cl)
 
     def synthetic(self, rows: int, seed: int) -> np.ndarray:
-        """(rows, d) int64 codes sampled with mbi's ``synthetic_data`` (seeded, state restored)."""
-        state = np.random.get_state()
-        np.random.seed(seed % (2**32))
-        try:
-            ds = self.model.synthetic_data(rows)
-        finally:
-            np.random.set_state(state)
-        return np.stack([np.asarray(ds.data[a]) for a in self.attrs], axis=1).astype(np.int64)
+        """(rows, d) int64 codes: forward sampling, stratified per separator group (seeded)."""
+        from fedsynth.flaim.sampling import TreeSampler
+
+        return TreeSampler(self).sample(rows, np.random.default_rng(seed), stratified=True)
 
 
 class JunctionTree:
-    """Junction tree of a clique set with numpy HUGIN calibration (log space)."""
+    """Junction tree of a clique set with numpy HUGIN calibration (log space), planned once.
+
+    ``cliques`` are the potentials' cliques; each is added into its *home*, the smallest maximal
+    clique containing it. Messages i → j sum out i∖j with ``keepdims``, so a message already has
+    the shape it broadcasts with in i, and a reshape gives its shape in j (both in domain order).
+    """
 
     def __init__(self, sizes: dict[str, int], cliques: list[Clique]):
         self.sizes = sizes
         self.attrs = tuple(sizes)
-        dom = mbi.Domain.fromdict(sizes)
-        self.jtree, _ = junction_tree.make_junction_tree(dom, [tuple(c) for c in cliques])
-        self.max_cliques: list[Clique] = [tuple(c) for c in junction_tree.maximal_cliques(self.jtree)]
-        self.order = [(tuple(i), tuple(j)) for i, j in junction_tree.message_passing_order(self.jtree)]
-        self.home = {
-            tuple(c): min((C for C in self.max_cliques if set(c) <= set(C)), key=self._cells) for c in cliques
-        }
+        self.jtree = junction.make_junction_tree(sizes, [tuple(c) for c in cliques])
+        self.max_cliques: list[Clique] = junction.maximal_cliques(self.jtree)
+        self.shape = {C: tuple(sizes[a] for a in C) for C in self.max_cliques}
+        self.home = {tuple(c): self._home(tuple(c)) for c in cliques}
+        self.plan: list[tuple[Clique, Clique, tuple[int, ...], list[int], list[int]]] = []
+        for i, j in junction.message_passing_order(self.jtree):
+            axes = tuple(k for k, a in enumerate(i) if a not in j)
+            self.plan.append(
+                (i, j, axes, [sizes[a] if a in j else 1 for a in i], [sizes[a] if a in i else 1 for a in j])
+            )
 
     def _cells(self, cl: Clique) -> int:
         return int(np.prod([self.sizes[a] for a in cl], dtype=np.int64))
+
+    def _home(self, c: Clique) -> Clique:
+        return min((C for C in self.max_cliques if set(c) <= set(C)), key=self._cells)
 
     def expand(self, values: np.ndarray, src: Clique, dst: Clique) -> np.ndarray:
         # src and dst are in domain order, so src's axes keep their relative order inside dst.
@@ -231,50 +217,88 @@ class JunctionTree:
 
     def calibrate(self, potentials: dict[Clique, np.ndarray]) -> dict[Clique, np.ndarray]:
         """log P_C for every maximal clique C (normalised to 1)."""
-        beliefs = {C: np.zeros([self.sizes[a] for a in C]) for C in self.max_cliques}
+        beliefs = {C: np.zeros(self.shape[C]) for C in self.max_cliques}
         for c, v in potentials.items():
-            h = self.home[c]
+            h = self.home[c] if c in self.home else self._home(c)
             beliefs[h] = beliefs[h] + self.expand(np.asarray(v), c, h)
         messages: dict[tuple[Clique, Clique], np.ndarray] = {}
-        for i, j in self.order:
-            sep = tuple(a for a in i if a in j)
-            tau = beliefs[i] - self.expand(messages[(j, i)], sep, i) if (j, i) in messages else beliefs[i]
-            axes = tuple(k for k, a in enumerate(i) if a not in sep)
-            msg = logsumexp(tau, axis=axes) if axes else tau
+        for i, j, axes, in_i, in_j in self.plan:
+            back = messages.get((j, i))
+            tau = beliefs[i] if back is None else beliefs[i] - back.reshape(in_i)
+            msg = _logsumexp_keep(tau, axes) if axes else tau
             messages[(i, j)] = msg
-            beliefs[j] = beliefs[j] + self.expand(msg, sep, j)
-        return {C: b - logsumexp(b) for C, b in beliefs.items()}
+            beliefs[j] = beliefs[j] + msg.reshape(in_j)
+        return {C: b - _logsumexp_keep(b, None) for C, b in beliefs.items()}
 
     def project(self, logp: dict[Clique, np.ndarray], c: Clique) -> np.ndarray:
         if c not in self.home:
-            self.home[c] = min((C for C in self.max_cliques if set(c) <= set(C)), key=self._cells)
+            self.home[c] = self._home(c)
         h = self.home[c]
         p = np.exp(logp[h])
         axes = tuple(k for k, a in enumerate(h) if a not in c)
         return p.sum(axis=axes) if axes else p
 
 
-def _loss_grad(
-    tree: JunctionTree,
-    cliques: list[Clique],
-    measurements: list[Measurement],
-    logp: dict[Clique, np.ndarray],
-    total: float,
-) -> tuple[float, dict[Clique, np.ndarray]]:
-    """½ Σ ‖μ_c − y‖²/σ² and its gradient w.r.t. μ on the model cliques (μ in counts)."""
-    loss = 0.0
-    grad = {c: np.zeros([tree.sizes[a] for a in c]) for c in cliques}
-    home = {c: next(C for C in cliques if set(c) <= set(C)) for c in {m.clique for m in measurements}}
-    proj: dict[Clique, np.ndarray] = {}
-    for m in measurements:
-        if m.clique not in proj:
-            proj[m.clique] = tree.project(logp, m.clique) * total
-        mu = proj[m.clique]
-        diff = (mu.ravel() - m.y) / m.sigma**2
-        loss += 0.5 * float(diff @ (mu.ravel() - m.y))
-        h = home[m.clique]
-        grad[h] = grad[h] + tree.expand(diff.reshape(mu.shape), m.clique, h)
-    return loss, grad
+def _logsumexp_keep(x: np.ndarray, axes: tuple[int, ...] | None) -> np.ndarray:
+    """log Σ exp over ``axes`` (None: all), dimensions kept; few numpy calls (hot loop)."""
+    m = x.max(axis=axes, keepdims=True)
+    if not np.isfinite(m).all():
+        m = np.where(np.isfinite(m), m, 0.0)
+    out = np.log(np.exp(x - m).sum(axis=axes, keepdims=True))
+    out += m
+    return out
+
+
+class _Objective:
+    """L(μ) = ½ Σ_i ‖μ_{c_i} − y_i‖²/σ_i² on the model cliques, planned once per fit.
+
+    Measurements of the same clique are pooled: Σ_m ‖μ − y_m‖²/σ_m² = W‖μ − ȳ‖² + const with
+    W = Σ_m 1/σ_m² and ȳ = Σ_m (y_m/σ_m²)/W, so each measured clique costs one marginalisation
+    of its home model clique's μ per evaluation.
+    """
+
+    def __init__(
+        self, tree: JunctionTree, cliques: list[Clique], measurements: list[Measurement], total: float
+    ) -> None:
+        self.tree, self.cliques, self.total = tree, cliques, total
+        self.shape = {c: tuple(tree.sizes[a] for a in c) for c in cliques}
+        # each model clique's marginal comes from its tree home: sum out the home's extra axes
+        self.mu_axes = {c: tuple(k for k, a in enumerate(tree.home[c]) if a not in c) for c in cliques}
+        pooled: dict[Clique, tuple[float, np.ndarray, float]] = {}
+        for m in measurements:
+            w = 1.0 / m.sigma**2
+            y = np.asarray(m.y, dtype=np.float64)
+            W, b, sq = pooled.get(m.clique, (0.0, np.zeros_like(y), 0.0))
+            pooled[m.clique] = (W + w, b + w * y, sq + w * float(y @ y))
+        self.terms: list[tuple[Clique, tuple[int, ...], float, np.ndarray]] = []
+        self.const = 0.0
+        for q, (W, b, sq) in pooled.items():
+            h = next(C for C in cliques if set(q) <= set(C))
+            ybar = b / W
+            self.const += 0.5 * (sq - W * float(ybar @ ybar))
+            shape = [tree.sizes[a] if a in q else 1 for a in h]
+            self.terms.append((h, tuple(k for k, a in enumerate(h) if a not in q), W, ybar.reshape(shape)))
+
+    def mu(self, logp: dict[Clique, np.ndarray]) -> dict[Clique, np.ndarray]:
+        prob = {C: np.exp(v) for C, v in logp.items()}
+        out = {}
+        for c in self.cliques:
+            p = prob[self.tree.home[c]]
+            ax = self.mu_axes[c]
+            out[c] = (p.sum(axis=ax) if ax else p) * self.total
+        return out
+
+    def __call__(self, theta: Potentials) -> tuple[float, Potentials, Potentials, Potentials]:
+        """(loss, ∇_μ L on the model cliques, μ, log P) at θ."""
+        logp = self.tree.calibrate(theta)
+        mu = self.mu(logp)
+        grad = {c: np.zeros(self.shape[c]) for c in self.cliques}
+        loss = self.const
+        for h, axes, W, ybar in self.terms:
+            diff = (mu[h].sum(axis=axes, keepdims=True) if axes else mu[h]) - ybar
+            loss += 0.5 * W * float(np.vdot(diff, diff))
+            grad[h] += W * diff
+        return loss, grad, mu, logp
 
 
 def _fit_numpy(
@@ -291,22 +315,26 @@ def _fit_numpy(
     # Lipschitz constant of ∇L in μ (per model clique, Σ 1/σ²) sets the first step, as in mbi.
     lip = max(sum(1 / m.sigma**2 for m in measurements if set(m.clique) <= set(c)) for c in cliques)
     alpha = 1.0 / (lip * total)
-    logp = tree.calibrate(theta)
-    loss, grad = _loss_grad(tree, cliques, measurements, logp, total)
+    objective = _Objective(tree, cliques, measurements, total)
+    loss, grad, mu, _ = objective(theta)
+    hold = 0  # iterations left before the step may grow again
     for _ in range(iters):
-        mu = {c: tree.project(logp, c) * total for c in cliques}
-        alpha *= 2.0
-        for _ in range(25):  # Armijo backtracking
+        # Armijo backtracking from a step that doubles only when the last doubling was accepted
+        # or every 8th iteration: a rejected doubling costs a whole calibration for nothing.
+        grow = hold == 0
+        if grow:
+            alpha *= 2.0
+        tries = 0
+        for tries in range(25):  # noqa: B007 - read after the loop
             theta2 = {c: theta[c] - alpha * grad[c] for c in cliques}
-            logp2 = tree.calibrate(theta2)
-            loss2, grad2 = _loss_grad(tree, cliques, measurements, logp2, total)
-            mu2 = {c: tree.project(logp2, c) * total for c in cliques}
-            dec = sum(float(np.sum(grad[c] * (mu[c] - mu2[c]))) for c in cliques)
+            loss2, grad2, mu2, _ = objective(theta2)
+            dec = sum(float(np.vdot(grad[c], mu[c] - mu2[c])) for c in cliques)
             if loss - loss2 >= 0.5 * alpha * dec:
                 break
             alpha *= 0.5
+        hold = 0 if grow and tries == 0 else (7 if grow else hold - 1)
         converged = loss - loss2 <= 1e-7 * max(loss, 1.0)
-        theta, logp, loss, grad = theta2, logp2, loss2, grad2
+        theta, loss, grad, mu = theta2, loss2, grad2, mu2
         if converged:
             break
     return theta
@@ -326,13 +354,9 @@ def fit(
         return PGM(sizes, _fit_numpy(sizes, measurements, total, iters, warm), total)
     if engine != "mbi":
         raise ValueError(f"unknown estimation engine {engine!r}; use numpy or mbi")
-    dom = mbi.Domain.fromdict(sizes)
-    ms = [
-        mbi.LinearMeasurement(np.asarray(m.y, dtype=np.float64), tuple(m.clique), stddev=float(m.sigma))
-        for m in measurements
-    ]
-    model = mbi.estimation.MirrorDescent().estimate(
-        dom, ms, known_total=float(total), iters=iters, warm_start=warm.model if warm is not None else None
-    )
-    pots = {tuple(c): np.asarray(model.potentials[c].values) for c in model.cliques}
-    return PGM(sizes, pots, total)
+    from fedsynth.flaim.mbi_engine import fit_mirror_descent
+
+    return PGM(sizes, fit_mirror_descent(sizes, measurements, total, iters, warm), total)
+
+
+__all__ = ["PGM", "Measurement", "ModelSizeError", "fit", "model_size_mb"]

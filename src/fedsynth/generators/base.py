@@ -23,10 +23,9 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
-import pandas as pd
 
 from fedsynth.artifacts.card import ArtifactError, GeneratorCard, SchemaPrivacy, sha256_bytes
 from fedsynth.artifacts.safetensors import Expected, tensors_to_bytes
@@ -34,6 +33,9 @@ from fedsynth.data.encoders import TableEncoder
 from fedsynth.data.schema import Schema, SchemaError, validate_frame
 from fedsynth.privacy.claim import PrivacyClaim
 from fedsynth.privacy.target import PrivacyTarget, parallel, sequential
+
+if TYPE_CHECKING:  # pragma: no cover - frames are only annotated here; the hub at rest loads no pandas
+    import pandas as pd
 
 
 class SpecError(ValueError):

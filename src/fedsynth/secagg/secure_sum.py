@@ -45,9 +45,6 @@ import numpy as np
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
-from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
-from flwr.common.secure_aggregation.crypto.symmetric_encryption import decrypt, encrypt, generate_shared_key
-from flwr.supercore.primitives.asymmetric import generate_key_pairs
 
 
 @dataclass
@@ -218,6 +215,15 @@ class SecAggPlusSum:
         drop_after_keys: Collection[int] | None = None,
         drop_in_unmask: Collection[int] | None = None,
     ) -> SumResult:
+        # Flower's primitives load the Flower package (≈ 0.5 s, tens of MB): only when a sum runs.
+        from flwr.common.secure_aggregation.crypto.shamir import combine_shares, create_shares
+        from flwr.common.secure_aggregation.crypto.symmetric_encryption import (
+            decrypt,
+            encrypt,
+            generate_shared_key,
+        )
+        from flwr.supercore.primitives.asymmetric import generate_key_pairs
+
         if not vectors:
             raise ValueError("no client vectors to sum")
         n = len(vectors)

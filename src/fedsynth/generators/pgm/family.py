@@ -163,7 +163,7 @@ class PGMGenerator:
         source: str = "",
     ) -> None:
         from fedsynth.flaim.model import PGM
-        from fedsynth.generators.pgm.sampler import TreeSampler
+        from fedsynth.flaim.sampling import TreeSampler
 
         if card.class_label is not None:
             raise ArtifactError("a pgm generator is a joint model: its card's class_label must be null")
