@@ -130,9 +130,9 @@ def serve(
         body_total_s=body_total_s,
     )
     app = create_app(settings)
-    # The hub imports torch/pandas (weights are verified against the module the spec builds):
-    # ~250k long-lived objects that every full collection would walk, stalling the event loop
-    # ~90 ms mid-burst. Freeze them out of the collector's view once start-up is done.
+    # Start-up leaves the web and SQL stacks' long-lived objects (and, after the first push of a
+    # neural family, torch's ~250k) for every full collection to walk, stalling the event loop
+    # ~90 ms mid-burst. Freeze what exists once start-up is done.
     gc.collect()
     gc.freeze()
     config = uvicorn.Config(
