@@ -230,14 +230,6 @@ class JunctionTree:
             beliefs[j] = beliefs[j] + msg.reshape(in_j)
         return {C: b - _logsumexp_keep(b, None) for C, b in beliefs.items()}
 
-    def project(self, logp: dict[Clique, np.ndarray], c: Clique) -> np.ndarray:
-        if c not in self.home:
-            self.home[c] = self._home(c)
-        h = self.home[c]
-        p = np.exp(logp[h])
-        axes = tuple(k for k, a in enumerate(h) if a not in c)
-        return p.sum(axis=axes) if axes else p
-
 
 def _logsumexp_keep(x: np.ndarray, axes: tuple[int, ...] | None) -> np.ndarray:
     """log Σ exp over ``axes`` (None: all), dimensions kept; few numpy calls (hot loop)."""
