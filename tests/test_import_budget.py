@@ -112,3 +112,20 @@ def test_push_and_pull_of_a_pgm_pool_load_no_torch_jax_or_flower(tmp_path: Path)
         forbidden = NOT_FOR_MARGINALS | {"sklearn"}
         assert not loaded & forbidden, f"pull imported {sorted(loaded & forbidden)}"
         assert len(pd.read_csv(out)) == 500
+
+
+def test_train_and_sample_of_a_pgm_set_load_no_torch_jax_or_flower(tmp_path: Path) -> None:
+    data = tmp_path / "silo.csv"
+    _table(300, 2).to_csv(data, index=False)
+    schema = tmp_path / "schema.json"
+    schema.write_text(tiny_schema().to_json())
+    gens = tmp_path / "gens"
+    train = ["train-generators", "--data", str(data), "--target", "y", "--schema", str(schema)]
+    loaded = loaded_heavy(CLI.format(args=[*train, "--out", str(gens), "--generator", "pgm"]))
+    assert not loaded & NOT_FOR_MARGINALS, f"train-generators imported {sorted(loaded & NOT_FOR_MARGINALS)}"
+    out = tmp_path / "s.csv"
+    loaded = loaded_heavy(
+        CLI.format(args=["sample", "--generators", str(gens), "--rows", "200", "--out", str(out)])
+    )
+    assert not loaded & (NOT_FOR_MARGINALS | {"sklearn"}), f"sample imported {sorted(loaded)}"
+    assert len(pd.read_csv(out)) == 200

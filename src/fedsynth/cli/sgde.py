@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import platform
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -107,18 +108,24 @@ def claims_table(title: str, reports: list[Any]) -> Table:
     return t
 
 
-def _quiet() -> None:
-    """Library chatter (Flower's strategy warnings, Opacus hook notices) hides the results."""
+def _quiet(load_torch: bool = True) -> None:
+    """Library chatter (Flower's strategy warnings, Opacus hook notices) hides the results.
+
+    One thread each for torch and BLAS: many small fits, where threads only add contention.
+    ``load_torch=False`` (train-generators, sample: a marginal-model set needs no torch) leaves
+    torch unloaded; :mod:`fedsynth.generators.torchnn` applies ``FEDSYNTH_THREADS`` when a torch
+    family is first imported."""
     warnings.filterwarnings("ignore")
     for name in ("flwr", "opacus", "fedsynth.generators"):
         logging.getLogger(name).setLevel(logging.ERROR)
-    import torch
     from threadpoolctl import threadpool_limits
 
-    # One thread each for torch and BLAS: many small fits, where threads only add contention.
-    threads = int(os.environ.get("FEDSYNTH_THREADS", "1"))
-    torch.set_num_threads(threads)
+    threads = int(os.environ.setdefault("FEDSYNTH_THREADS", "1"))
     threadpool_limits(threads)
+    if load_torch or "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 #: One line per scenario under the results table (the plain names are shared with the PNG).
@@ -471,7 +478,7 @@ def train_generators(
     from fedsynth.generators.base import get_family
     from fedsynth.privacy.target import PrivacyTarget
 
-    _quiet()
+    _quiet(load_torch=False)
     with user_errors():
         check_epsilon_delta(epsilon, delta)
         family = get_family(generator)
@@ -536,7 +543,7 @@ def sample(
     from fedsynth.generators.io import read_generator_set
     from fedsynth.generators.pool import GeneratorPool
 
-    _quiet()
+    _quiet(load_torch=False)
     with user_errors():
         refuse_existing(out_file)
         schema, loaded = read_generator_set(generators[0])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -32,6 +33,9 @@ from fedsynth.privacy.target import PrivacyTarget
 
 log = logging.getLogger(__name__)
 M = TypeVar("M", bound=nn.Module)
+
+if "FEDSYNTH_THREADS" in os.environ:  # the CLI's thread setting, for commands that load torch late
+    torch.set_num_threads(int(os.environ["FEDSYNTH_THREADS"]))
 
 
 def module_tensors(module: nn.Module) -> dict[str, np.ndarray]:
