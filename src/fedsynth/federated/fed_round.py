@@ -169,6 +169,9 @@ def make_apps(
 
 
 # Deployable components: ``fedsynth.federated.fed_round:server_app`` / ``:client_app``
-server_app, client_app = make_apps()
+# one assignment per name: `flwr run` finds components by scanning for `NAME = ...` lines
+_apps = make_apps()
+server_app = _apps[0]
+client_app = _apps[1]
 
 __all__ = ["REPORT", "build_fit", "client_app", "everyone", "make_apps", "run_round", "server_app"]

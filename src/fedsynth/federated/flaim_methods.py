@@ -291,4 +291,7 @@ def make_apps(run_config: Mapping[str, Any] | None = None) -> tuple[ServerApp, C
 
 
 # Deployable components: ``fedsynth.federated.flaim_methods:server_app`` / ``:client_app``
-server_app, client_app = make_apps()
+# one assignment per name: `flwr run` finds components by scanning for `NAME = ...` lines
+_apps = make_apps()
+server_app = _apps[0]
+client_app = _apps[1]
