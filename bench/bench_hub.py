@@ -177,6 +177,19 @@ def pull_load(
     }
 
 
+def hub_rss(procs: list[subprocess.Popen]) -> list[dict[str, float]]:
+    """VmRSS and VmHWM (MB) of each serving process (the checker worker is not one of them)."""
+    out = []
+    for p in procs:
+        fields = {}
+        for line in Path(f"/proc/{p.pid}/status").read_text().splitlines():
+            key = line.split(":")[0]
+            if key in ("VmRSS", "VmHWM"):
+                fields[key] = int(line.split()[1]) / 1024
+        out.append(fields)
+    return out
+
+
 def scenario(
     name: str,
     db_url: str,
@@ -196,10 +209,14 @@ def scenario(
             "bench", schema, vae_fams(spec), max_epsilon=1.5, max_delta=1e-5, silo_epsilon_budget=3.0
         )
         tokens = [adm.add_silo("bench", f"silo-{i:02d}") for i in range(silos)]
+        rss = {"at rest": hub_rss(hub.procs)}
         push = push_load(hub.url, tokens, schema, spec)
+        rss["after pushes"] = hub_rss(hub.procs)
         print(f"[{name}] push: {push}", flush=True)
         entries = HubClient(hub.url, tokens[0]).list_pool()
         pulls = [pull_load(hub.url, "bench", tokens, entries, c, pulls_n, Path(tmp)) for c in concurrency]
+        rss["after pulls"] = hub_rss(hub.procs)
+        print(f"[{name}] serving-process memory (VmRSS / VmHWM MB per process): {rss}", flush=True)
         adm.close()
     size = entries[0].size if entries else 0
     return {
@@ -209,6 +226,7 @@ def scenario(
         "pool_generators": len(entries),
         "push": push,
         "pull": pulls,
+        "serving_rss_mb": rss,
     }
 
 

@@ -33,6 +33,7 @@ from __future__ import annotations
 import hashlib
 import math
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -137,6 +138,12 @@ class Requirements:
             raise ValueError(f"malformed federation requirements: {e}") from None
 
 
+#: (card bytes, weights, schema, accepted families' specs) -> None, or ArtifactError saying why
+ArtifactCheck = Callable[[bytes, bytes, Schema, Mapping[str, dict[str, Any]]], None]
+#: (family name, spec or None, schema) -> (kind, normalised spec), or ArtifactError
+FamilySpec = Callable[[Any, Any, Schema], tuple[str, dict[str, Any]]]
+
+
 def family_spec(name: Any, spec_d: Any, schema: Schema) -> tuple[str, dict[str, Any]]:
     """(kind, normalised spec) for a family named by kind or short name; ``spec_d`` ``None`` means
     the family's default spec for ``schema`` (``family.spec_for(schema, family.default_config())``).
@@ -172,12 +179,14 @@ def check_requirements(
     budget: float,
     *,
     schema_silos: Any = (),
+    spec: FamilySpec = family_spec,
 ) -> tuple[Schema, dict[str, dict[str, Any]]]:
     """Validate an admin's federation definition; every family's spec must fit the schema.
 
     ``families_d``: a list of ``{"kind": ..., "spec": {...}}``. ``schema_silos``: for a DP schema
     (source ``"dp"``), the silos whose rows the estimate used — required then, refused otherwise;
-    the budget must then leave room for the schema's ε plus one push at the cap."""
+    the budget must then leave room for the schema's ε plus one push at the cap. ``spec``
+    normalises each family's spec (:func:`family_spec`, or the hub's worker process)."""
     try:
         jsonsafe.check_json(families_d, "families")
     except jsonsafe.JSONValueError as e:
@@ -193,8 +202,8 @@ def check_requirements(
         if not isinstance(f, dict) or not isinstance(f.get("kind"), str):
             raise PushRefused(f"families[{i}] must be an object with a string 'kind' and a 'spec'")
         try:
-            kind, spec = family_spec(f["kind"], f.get("spec"), schema)
-            families[kind] = spec
+            kind, normalised = spec(f["kind"], f.get("spec"), schema)
+            families[kind] = normalised
         except ArtifactError as e:  # unknown family or a spec that does not fit the schema
             raise PushRefused(f"families[{i}]: {e}") from None
     for name, v in (("max_epsilon", max_epsilon), ("silo_epsilon_budget", budget)):
@@ -276,12 +285,39 @@ def check_caps(req: Requirements, epsilon: float, delta: float, where: str) -> N
         )
 
 
+def check_artifact(
+    card: bytes, weights: bytes, schema: Schema, families: Mapping[str, dict[str, Any]]
+) -> None:
+    """The checks of one pushed generator that run its family's code (for the neural families:
+    torch): the privacy claim's ε re-derived from its parameters (``PrivacyClaim.verify``; the
+    DP-SGD accountants are Opacus'), then the artifact verified, loaded and a fixed batch
+    sampled (``from_artifact(check=True)``). Legacy cards (no parameters) skip the first; the
+    caller decides whether they are allowed.
+
+    A syntactically valid but structurally hostile artifact must be a refusal, never a server
+    error: whatever it raises becomes an :class:`ArtifactError` naming the exception. The hub
+    runs this in a worker process (:mod:`fedsynth.exchange.hub.checker`)."""
+    try:
+        parsed = GeneratorCard.from_json(card)
+        if parsed.privacy.mechanism != "legacy":
+            try:
+                parsed.privacy.verify()  # the hub re-derives ε from the claim's parameters
+            except PrivacyParameterError as e:
+                raise ArtifactError(f"privacy claim refused: {e}") from None
+        from_artifact(parsed, weights, schema, required=families, check=True)
+    except ArtifactError:
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError) as e:
+        raise ArtifactError(f"malformed artifact ({type(e).__name__}: {e})") from None
+
+
 def validate_generator_set(
     req: Requirements,
     items: list[tuple[bytes, bytes]],
     *,
     scope: str = "silo",
     schema_cost: tuple[float, float] = (0.0, 0.0),
+    check: ArtifactCheck = check_artifact,
 ) -> ValidatedPush:
     """Check a pushed set of ``(card_json_bytes, safetensors_bytes)`` against the requirements.
 
@@ -289,7 +325,8 @@ def validate_generator_set(
     round's result ``"federation"`` cards only (a card may not claim to be something it is not
     in the pool). ``schema_cost``: the (ε, δ) the ledger charged the pushing silo for the
     federation's DP schema (:func:`schema_charge`); every card's ``schema_privacy`` must record
-    exactly that (none when it is (0, 0), as for every federation round's result)."""
+    exactly that (none when it is (0, 0), as for every federation round's result). ``check``
+    runs each artifact's output check (:func:`check_artifact`, or the hub's worker process)."""
     if not items:
         raise PushRefused("a push must contain at least one generator")
     if len(items) > MAX_GENERATORS_PER_PUSH:
@@ -320,27 +357,18 @@ def validate_generator_set(
         # the caps are checked before any tensor is parsed or model built (cheap refusals first)
         check_caps(req, card.epsilon, card.delta, where)
         check_schema_cost(card, schema_cost, where)
-        if card.privacy.mechanism == "legacy":
-            if not req.allow_legacy_cards:
-                raise PushRefused(
-                    f"{where}: legacy card (format {LEGACY_CARD_FORMAT}): its privacy claim carries "
-                    "no parameters, so the hub cannot recompute its ε. Retrain with the current "
-                    "fedsynth (its cards record mechanism, noise, sample rate, steps, accountant) and "
-                    "push again, or ask the admin for a federation created with allow_legacy_cards"
-                )
-        else:
-            try:
-                card.privacy.verify()  # the hub re-derives ε from the claim's parameters
-            except PrivacyParameterError as e:
-                raise PushRefused(f"{where}: privacy claim refused: {e}") from None
+        if card.privacy.mechanism == "legacy" and not req.allow_legacy_cards:
+            raise PushRefused(
+                f"{where}: legacy card (format {LEGACY_CARD_FORMAT}): its privacy claim carries "
+                "no parameters, so the hub cannot recompute its ε. Retrain with the current "
+                "fedsynth (its cards record mechanism, noise, sample rate, steps, accountant) and "
+                "push again, or ask the admin for a federation created with allow_legacy_cards"
+            )
+        # the claim's ε re-derived, then the artifact loaded and its output checked
         try:
-            from_artifact(card, weights, req.schema, required=req.families, check=True)
+            check(bytes(card_b), weights, req.schema, req.families)
         except ArtifactError as e:
             raise PushRefused(f"{where}: {e}") from None
-        except (TypeError, KeyError, ValueError, AttributeError, IndexError, OverflowError) as e:
-            # a syntactically valid but structurally hostile artifact must be a refusal, never a
-            # server error
-            raise PushRefused(f"{where}: malformed artifact ({type(e).__name__}: {e})") from None
         out.append(ValidatedGenerator(card, bytes(card_b), weights, hashlib.sha256(card_b).hexdigest()))
     h = hashlib.sha256()
     for g in sorted(out, key=lambda g: (g.card.family, g.card.class_label or "")):

@@ -51,7 +51,6 @@ from fedsynth.exchange.protocol import (
     PushRefused,
     Requirements,
     check_caps,
-    family_spec,
     validate_generator_set,
 )
 from fedsynth.exchange.rounds_protocol import (
@@ -172,7 +171,7 @@ def expire_due(hub: HubState, fed: str, fid: int) -> None:
 def open_round(hub: Hub, fed: str, body: OpenRound, _: AdminDep) -> dict[str, Any]:
     fid, req = federation(hub, fed)
     try:
-        kind, spec = family_spec(body.family, body.spec, req.schema)
+        kind, spec = hub.checker.family_spec(body.family, body.spec, req.schema)
     except ArtifactError as e:
         field = "family" if isinstance(e, UnknownFamilyError) or body.spec is None else "spec"
         raise PushRefused(f"{field}: {e}") from None
@@ -306,7 +305,7 @@ def round_result(
         # the push path's checks, against the ROUND's family and spec: card format, claim
         # re-derived (PrivacyClaim.verify), federation caps, from_artifact(check=True)
         vp = validate_generator_set(
-            dataclasses.replace(req, families={kind: spec}), items, scope="federation"
+            dataclasses.replace(req, families={kind: spec}), items, scope="federation", check=hub.checker
         )
         check_result_claim(vp.epsilon, vp.delta, r_eps, r_delta)
         try:

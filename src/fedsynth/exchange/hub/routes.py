@@ -86,6 +86,7 @@ def create_federation(hub: Hub, body: CreateFederation, _: AdminDep) -> dict[str
         body.max_delta,
         body.silo_epsilon_budget,
         schema_silos=body.schema_silos,
+        spec=hub.checker.family_spec,
     )
     sd = schema.to_dict()
     pd_: dict[str, Any] = {"families": [{"kind": k, "spec": v} for k, v in families.items()]}
@@ -218,7 +219,7 @@ def push(
             raise PushRefused(f"{len(cards)} cards but {len(weights)} weight files; they must pair up")
         # client-chosen file names are ignored: the store names everything by SHA-256
         items = [(cf.file.read(), wf.file.read()) for cf, wf in zip(cards, weights, strict=True)]
-        vp = validate_generator_set(req, items, schema_cost=schema_charge(req, c.silo))
+        vp = validate_generator_set(req, items, schema_cost=schema_charge(req, c.silo), check=hub.checker)
     except PushRefused as e:
         audit(hub.audit, "push", "refused", federation=fed, silo=c.silo, detail=str(e))
         raise

@@ -12,6 +12,7 @@ from starlette.requests import HTTPConnection
 
 from fedsynth.exchange import db
 from fedsynth.exchange.hub.audit_log import AuditWriter
+from fedsynth.exchange.hub.checker import ArtifactChecker
 from fedsynth.exchange.hub.settings import FAULT_DELAY_ENV, Caller, HubSettings
 from fedsynth.exchange.protocol import Requirements
 from fedsynth.exchange.store import BlobCache, BlobStore
@@ -36,6 +37,8 @@ class HubState:
     federations: dict[str, tuple[int, Requirements]] = field(default_factory=dict)
     generators: dict[tuple[int, int], tuple[db.Generator, str]] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
+    #: pushed generators' output checks run in a worker process (torch stays out of this one)
+    checker: ArtifactChecker = field(default_factory=ArtifactChecker)
 
     @classmethod
     def build(cls, settings: HubSettings) -> HubState:
@@ -60,6 +63,7 @@ class HubState:
 
     def close(self) -> None:
         self.audit.close()  # graceful shutdown: write the queued audit events
+        self.checker.close()
         self.engine.dispose()
 
 
