@@ -13,6 +13,8 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import torch
 
@@ -37,6 +39,15 @@ def tiny_schema() -> Schema:
         ),
         target="y",
     )
+
+
+def tiny_table(n: int, seed: int) -> pd.DataFrame:
+    """``n`` rows of :func:`tiny_schema` where the class shifts age and colour."""
+    rng = np.random.default_rng(seed)
+    y = rng.choice(["no", "yes"], n)
+    age = np.clip(rng.normal(np.where(y == "yes", 60, 35), 8), 0, 100)
+    color = np.where(rng.random(n) < 0.7, np.where(y == "yes", "red", "blue"), "green")
+    return pd.DataFrame({"age": age.round(1), "color": color, "y": y})
 
 
 def tiny_spec(schema: Schema, hidden: tuple[int, ...] = (16,), latent: int = 4) -> DecoderSpec:

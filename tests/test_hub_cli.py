@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -21,17 +20,9 @@ from typer.testing import CliRunner
 from fedsynth.cli import app
 from fedsynth.exchange.client import HubAdmin
 from fedsynth.exchange.process import run_hub
-from tests.conftest_hub import tiny_schema
+from tests.conftest_hub import tiny_schema, tiny_table
 
 runner = CliRunner()
-
-
-def _table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    y = rng.choice(["no", "yes"], n)
-    age = np.clip(rng.normal(np.where(y == "yes", 60, 35), 8), 0, 100)
-    color = np.where(rng.random(n) < 0.7, np.where(y == "yes", "red", "blue"), "green")
-    return pd.DataFrame({"age": age.round(1), "color": color, "y": y})
 
 
 def _ok(res) -> str:  # type: ignore[no-untyped-def]
@@ -43,7 +34,7 @@ def test_cli_push_pull_through_real_hub(tmp_path: Path) -> None:
     schema_file = tmp_path / "schema.json"
     schema_file.write_text(tiny_schema().to_json())
     data = tmp_path / "silo.csv"
-    _table(300, 0).to_csv(data, index=False)
+    tiny_table(300, 0).to_csv(data, index=False)
     with run_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "store") as hub:
         env = {"FEDSYNTH_HUB_ADMIN_TOKEN": hub.admin_token}
         _ok(
@@ -109,7 +100,7 @@ def test_cli_push_pull_through_real_hub(tmp_path: Path) -> None:
         res = runner.invoke(app, [*push[:-6], "--target", "color"])
         assert res.exit_code == 2 and "target" in res.output
         bad = tmp_path / "bad.csv"
-        _table(50, 1).assign(color="purple").to_csv(bad, index=False)
+        tiny_table(50, 1).assign(color="purple").to_csv(bad, index=False)
         res = runner.invoke(
             app, ["push", "--hub", hub.url, "--token", token, "--data", str(bad), "--target", "y"]
         )

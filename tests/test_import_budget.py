@@ -15,14 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
 from fedsynth.exchange.process import run_hub
-from tests.conftest_hub import tiny_schema
+from tests.conftest_hub import tiny_schema, tiny_table
 
 HEAVY = ("torch", "jax", "flwr", "pandas", "opacus", "mbi", "sklearn", "tenseal", "umap", "matplotlib")
 NOT_FOR_MARGINALS = {"torch", "opacus", "jax", "mbi", "flwr", "tenseal", "umap", "matplotlib"}
@@ -66,17 +65,9 @@ def test_entry_point_stays_within_its_import_budget(name: str) -> None:
     assert not loaded & forbidden, f"{name} imported {sorted(loaded & forbidden)}"
 
 
-def _table(n: int, seed: int) -> pd.DataFrame:
-    rng = np.random.default_rng(seed)
-    y = rng.choice(["no", "yes"], n)
-    age = np.clip(rng.normal(np.where(y == "yes", 60, 35), 8), 0, 100)
-    color = np.where(rng.random(n) < 0.7, np.where(y == "yes", "red", "blue"), "green")
-    return pd.DataFrame({"age": age.round(1), "color": color, "y": y})
-
-
 def test_flaim_run_aim_loads_no_torch_jax_or_flower(tmp_path: Path) -> None:
     data = tmp_path / "t.csv"
-    _table(400, 0).to_csv(data, index=False)
+    tiny_table(400, 0).to_csv(data, index=False)
     args = ["flaim", "run", "--method", "aim", "--epsilon", "1", "--rounds", "2", "--data", str(data)]
     loaded = loaded_heavy(CLI.format(args=[*args, "--target", "y", "--out", str(tmp_path / "s.csv")]))
     assert not loaded & NOT_FOR_MARGINALS, sorted(loaded & NOT_FOR_MARGINALS)
@@ -102,7 +93,7 @@ def test_push_and_pull_of_a_pgm_pool_load_no_torch_jax_or_flower(tmp_path: Path)
             assert res.exit_code == 0, res.output
             tokens.append(res.output.strip().splitlines()[-1].strip())
         data = tmp_path / "silo.csv"
-        _table(300, 1).to_csv(data, index=False)
+        tiny_table(300, 1).to_csv(data, index=False)
         push = ["push", "--hub", hub.url, "--token", tokens[0], "--data", str(data), "--target", "y"]
         loaded = loaded_heavy(CLI.format(args=[*push, "--generator", "pgm"]))
         assert not loaded & NOT_FOR_MARGINALS, f"push imported {sorted(loaded & NOT_FOR_MARGINALS)}"
@@ -116,7 +107,7 @@ def test_push_and_pull_of_a_pgm_pool_load_no_torch_jax_or_flower(tmp_path: Path)
 
 def test_train_and_sample_of_a_pgm_set_load_no_torch_jax_or_flower(tmp_path: Path) -> None:
     data = tmp_path / "silo.csv"
-    _table(300, 2).to_csv(data, index=False)
+    tiny_table(300, 2).to_csv(data, index=False)
     schema = tmp_path / "schema.json"
     schema.write_text(tiny_schema().to_json())
     gens = tmp_path / "gens"
