@@ -1,4 +1,5 @@
-"""Exact i.i.d. sampling from a graphical model on its junction tree, optionally given the class.
+"""Exact sampling (i.i.d. or stratified) from a graphical model on its junction tree, optionally
+given the class.
 
 The model P(x) ∝ exp(Σ_C θ_C(x_C)) is calibrated once (:class:`fedsynth.flaim.model.PGM`: HUGIN
 message passing in log space) into the maximal-clique marginals P_C. On a junction tree rooted at
@@ -22,9 +23,10 @@ separator cumulative tables offset by the row's separator index (memory O(model)
 ``stratified=True`` replaces the i.i.d. uniforms by stratified ones, as mbi 2.0's
 ``synthetic_data`` (method ``"round"``) does column by column: the m rows that share a
 separator value (the root: all n rows) are put in random order and the r-th gets
-u = (r + U)/m, U ~ Uniform(0, 1). Each row still draws from exactly its conditional
-distribution, but within a group every cell receives ⌊m·p⌋ or ⌈m·p⌉ rows (randomised rounding),
-so the synthetic marginals carry less sampling noise than i.i.d. draws.
+u = (r + U)/m, U ~ Uniform(0, 1). Each u is still Uniform(0, 1), so every row draws from exactly
+its conditional distribution; but the draws are spread over the strata, so within a group every
+cell receives m·p rows up to the strata cut at its two ends (randomised rounding), and the
+synthetic marginals carry less sampling noise than i.i.d. draws.
 """
 
 from __future__ import annotations
