@@ -34,12 +34,16 @@ CLI = (
     "import sys\nfrom fedsynth.cli import app\nsys.argv = ['fedsynth', *{args!r}]\n"
     "try:\n    app()\nexcept SystemExit:\n    pass\n"
 )
+AIM_RUN = ["flaim", "run", "--method", "aim", "--dataset", "adult", "--epsilon", "1"]
+AIM_RUN += ["--out", "/tmp/fedsynth-bench-imports-aim.csv", "--overwrite"]
 ENTRIES = {
     "python -c pass (baseline)": "pass\n",
     "import fedsynth": "import fedsynth\n",
     "fedsynth --help": CLI.format(args=["--help"]),
     "fedsynth flaim run --help": CLI.format(args=["flaim", "run", "--help"]),
     "import fedsynth.flaim.runner (marginal path)": "import fedsynth.flaim.runner\n",
+    # the whole command on Adult (needs FEDSYNTH_DATA): AIM, synthetic rows, L1 / NLL / GBDT AUC
+    "fedsynth flaim run --method aim --dataset adult": CLI.format(args=AIM_RUN),
     "import fedsynth.exchange.client (push/pull)": "import fedsynth.exchange.client\n",
     "import fedsynth.generators.pgm.family": "import fedsynth.generators.pgm.family\n",
     "hub app at rest (create_app, SQLite)": HUB,
