@@ -110,9 +110,10 @@ def greedy_order(sizes: dict[str, int], cliques: Sequence[Clique]) -> list[str]:
     return order
 
 
-def elimination_order(sizes: dict[str, int], cliques: Sequence[Clique]) -> list[str]:
+def _elimination_order(
+    sizes: dict[str, int], cliques: Sequence[Clique], adj: dict[str, set[str]]
+) -> list[str]:
     """Step 2 of the module docstring: DFS post-order on a tree, else :func:`greedy_order`."""
-    adj = _adjacency(tuple(sizes), cliques)
     if _is_tree(adj):
         g = nx.Graph()
         g.add_edges_from((u, v) for u, ns in adj.items() for v in ns)
@@ -129,19 +130,14 @@ def triangulated_cliques(sizes: dict[str, int], cliques: Sequence[Clique]) -> li
     attrs = tuple(sizes)
     cls = [tuple(c) for c in cliques]
     adj = _adjacency(attrs, cls)
-    found: list[frozenset[str]] = []
-    for v in elimination_order(sizes, cls):
+    found: list[Clique] = []
+    for v in _elimination_order(sizes, cls, adj):
         nbrs = adj.pop(v)
         for u in nbrs:
             adj[u].discard(v)
             adj[u] |= nbrs - {u}
-        found.append(frozenset(nbrs | {v}))
-    found.sort(key=len, reverse=True)
-    maximal: list[frozenset[str]] = []
-    for c in found:
-        if not any(c <= m for m in maximal):
-            maximal.append(c)
-    return sorted(canonical(attrs, c) for c in maximal)
+        found.append(canonical(attrs, nbrs | {v}))
+    return sorted(maximal_subset(found))
 
 
 def make_junction_tree(sizes: dict[str, int], cliques: Sequence[Clique]) -> nx.Graph:
