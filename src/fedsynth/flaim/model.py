@@ -219,7 +219,7 @@ class JunctionTree:
         """log P_C for every maximal clique C (normalised to 1)."""
         beliefs = {C: np.zeros(self.shape[C]) for C in self.max_cliques}
         for c, v in potentials.items():
-            h = self.home[c] if c in self.home else self._home(c)
+            h = self.home.get(c) or self._home(c)
             beliefs[h] = beliefs[h] + self.expand(np.asarray(v), c, h)
         messages: dict[tuple[Clique, Clique], np.ndarray] = {}
         for i, j, axes, in_i, in_j in self.plan:
@@ -280,8 +280,8 @@ class _Objective:
             out[c] = (p.sum(axis=ax) if ax else p) * self.total
         return out
 
-    def __call__(self, theta: Potentials) -> tuple[float, Potentials, Potentials, Potentials]:
-        """(loss, ∇_μ L on the model cliques, μ, log P) at θ."""
+    def __call__(self, theta: Potentials) -> tuple[float, Potentials, Potentials]:
+        """(loss, ∇_μ L on the model cliques, μ) at θ."""
         logp = self.tree.calibrate(theta)
         mu = self.mu(logp)
         grad = {c: np.zeros(self.shape[c]) for c in self.cliques}
@@ -290,7 +290,7 @@ class _Objective:
             diff = (mu[h].sum(axis=axes, keepdims=True) if axes else mu[h]) - ybar
             loss += 0.5 * W * float(np.vdot(diff, diff))
             grad[h] += W * diff
-        return loss, grad, mu, logp
+        return loss, grad, mu
 
 
 def _fit_numpy(
@@ -311,11 +311,11 @@ def _fit_numpy(
     lip = max(sum(1 / m.sigma**2 for m in measurements if set(m.clique) <= set(c)) for c in cliques)
     alpha = 2.0 / (lip * total)
     objective = _Objective(tree, cliques, measurements, total)
-    loss, grad, mu, _ = objective(theta)
+    loss, grad, mu = objective(theta)
     for _ in range(iters):
         for _ in range(25):  # Armijo backtracking
             theta2 = {c: theta[c] - alpha * grad[c] for c in cliques}
-            loss2, grad2, mu2, _ = objective(theta2)
+            loss2, grad2, mu2 = objective(theta2)
             dec = sum(float(np.vdot(grad[c], mu[c] - mu2[c])) for c in cliques)
             if loss - loss2 >= 0.5 * alpha * dec:
                 break
