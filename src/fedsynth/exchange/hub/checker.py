@@ -115,7 +115,7 @@ class ArtifactChecker:
                     raise ArtifactError(
                         f"the generator check did not finish within {self.timeout_s:g} s; refusing it"
                     ) from None
-                except (BrokenPipeError, EOFError, OSError) as e:  # after TimeoutError, an OSError
+                except (EOFError, OSError) as e:  # a broken pipe; after TimeoutError, itself an OSError
                     self._stop()
                     if attempt == 0 and not fresh:
                         continue  # the idle worker was exiting as we wrote: once more on a fresh one
