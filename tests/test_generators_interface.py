@@ -63,8 +63,14 @@ class _Spec:
 
 def test_registry_names_and_unknown_family():
     assert resolve_kind("vae") == "dp-vae/1" and get_family("dp-vae/1") is get_family("vae")
+    assert resolve_kind("dp-vae") == "dp-vae/1"  # the kind without its (only) version
     with pytest.raises(UnknownFamilyError, match=r"unknown generator family 'nope'.*dp-vae/1"):
         get_family("nope")
+    get_family("pgm")  # a loaded built-in is listed once, not again from the cache
+    with pytest.raises(UnknownFamilyError) as err:
+        get_family("dp-vae/2")
+    known = str(err.value).split("known: ")[1].split(" (")[0].split(", ")
+    assert known.count("pgm/1") == 1 and len(known) == len(set(known)), known
 
 
 def test_set_cost_parallel_for_disjoint_classes_sequential_otherwise(toy_schema):

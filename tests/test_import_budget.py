@@ -1,11 +1,22 @@
-"""Import budgets: each entry point loads only the heavy modules it needs (a fresh interpreter each).
+"""Import budgets: each command loads only the heavy modules it needs (a fresh interpreter each).
 
-Issue 16 (lean imports): the CLI's help never loads a numerical stack; the marginal path (FLAIM's
-runner, ``fedsynth flaim run --method aim``) loads neither torch nor JAX, mbi or Flower (the
-numpy estimator is the default; JAX only for ``engine="mbi"``); ``fedsynth push`` / ``pull`` of a
-marginal-model (pgm) pool load no torch, JAX or Flower; the hub at rest loads none of them, not
-even pandas (weights are checked in numpy; frames are built only when a push is validated).
-Peak RSS and wall time per command are measured in bench/bench_silo_footprint.py.
+Issue 16 (lean imports). Every CLI command is run for real and its budget is the set of heavy
+modules it must not load:
+
+* ``import fedsynth``, every help screen, ``data verify``, the hub's admin commands (``add-silo``,
+  ``open-round``, ``round-status``, ``abort-round``, ``rotate-token``, ``revoke-silo``, ``gc``) and
+  the hub at rest: none of them (not even pandas);
+* the marginal path — ``flaim run --method aim``, ``train-generators`` / ``sample`` / ``push`` /
+  ``pull`` / ``audit`` of a pgm set, ``join`` of a fed-pgm round, ``create-federation`` for marginal
+  families: no torch, Opacus, JAX, mbi, Flower, TenSEAL, UMAP or matplotlib (``pull`` and ``sample``
+  no sklearn either; the numpy estimator is the default, JAX only for ``engine="mbi"``);
+* ``flaim run --method flaim-sa`` (SecAgg+ is Flower's): Flower, but no torch, Opacus, JAX or mbi;
+* a torch family (``train-generators`` / ``sample`` / ``push`` of a dp-vae set): torch and Opacus
+  (DP-SGD, and the accountant that re-derives the claim), but no JAX, mbi, Flower or sklearn.
+
+``demo`` and ``bench`` run whole experiments (every family, FedAvg on Flower) and have no budget.
+Peak RSS and wall time per command are measured in bench/bench_silo_footprint.py and
+bench/bench_imports.py.
 """
 
 from __future__ import annotations
@@ -20,11 +31,16 @@ import pytest
 from typer.testing import CliRunner
 
 from fedsynth.cli import app
+from fedsynth.exchange.client import HubAdmin
 from fedsynth.exchange.process import run_hub
+from fedsynth.generators.base import get_family
 from tests.conftest_hub import tiny_schema, tiny_table
 
 HEAVY = ("torch", "jax", "flwr", "pandas", "opacus", "mbi", "sklearn", "tenseal", "umap", "matplotlib")
 NOT_FOR_MARGINALS = {"torch", "opacus", "jax", "mbi", "flwr", "tenseal", "umap", "matplotlib"}
+NOT_FOR_SECAGG = NOT_FOR_MARGINALS - {"flwr"}
+NOT_FOR_TORCH = {"jax", "mbi", "flwr", "tenseal", "umap", "matplotlib", "sklearn"}
+NOTHING = set(HEAVY)
 
 HUB = (
     "import tempfile\n"
@@ -50,11 +66,13 @@ def loaded_heavy(code: str) -> set[str]:
 
 
 CASES = {
+    "import fedsynth": ("import fedsynth\n", NOTHING),
     "fedsynth --help": (CLI.format(args=["--help"]), set(HEAVY)),
     "fedsynth flaim run --help": (CLI.format(args=["flaim", "run", "--help"]), set(HEAVY)),
     "fedsynth bench drift --help": (CLI.format(args=["bench", "drift", "--help"]), set(HEAVY)),
     "the marginal path (flaim runner)": ("import fedsynth.flaim.runner\n", NOT_FOR_MARGINALS | {"sklearn"}),
     "the hub at rest": (HUB, set(HEAVY)),
+    "fedsynth data verify": (CLI.format(args=["data", "verify"]), NOTHING),
 }
 
 
@@ -120,3 +138,98 @@ def test_train_and_sample_of_a_pgm_set_load_no_torch_jax_or_flower(tmp_path: Pat
     )
     assert not loaded & (NOT_FOR_MARGINALS | {"sklearn"}), f"sample imported {sorted(loaded)}"
     assert len(pd.read_csv(out)) == 200
+
+
+def over_budget(steps: list[tuple[str, list[str], set[str]]], env: dict[str, str] | None = None) -> list[str]:
+    """Run each CLI step in a fresh interpreter, in order; the steps that loaded a forbidden module."""
+    code = CLI.replace("CliRunner().invoke(app, {args!r})", "CliRunner().invoke(app, {args!r}, env={env!r})")
+    bad = []
+    for name, args, forbidden in steps:
+        loaded = loaded_heavy(code.format(args=args, env=env or {}))
+        if loaded & forbidden:
+            bad.append(f"{name} imported {sorted(loaded & forbidden)}")
+    return bad
+
+
+def test_silo_commands_stay_within_their_budgets(tmp_path: Path) -> None:
+    data, hold, schema = tmp_path / "silo.csv", tmp_path / "holdout.csv", tmp_path / "schema.json"
+    tiny_table(300, 2).to_csv(data, index=False)
+    tiny_table(300, 3).to_csv(hold, index=False)
+    schema.write_text(tiny_schema().to_json())
+    train = ["train-generators", "--data", str(data), "--target", "y", "--schema", str(schema)]
+    flaim = ["flaim", "run", "--epsilon", "1", "--rounds", "2", "--data", str(data), "--target", "y"]
+    t = str(tmp_path)
+    steps = [
+        ("train-generators pgm", [*train, "--out", f"{t}/pgm", "--generator", "pgm"], NOT_FOR_MARGINALS),
+        ("sample (pgm)", ["sample", "--generators", f"{t}/pgm", "--rows", "200", "--out", f"{t}/p.csv"],
+         NOT_FOR_MARGINALS | {"sklearn"}),
+        ("audit (pgm)", ["audit", "--generators", f"{t}/pgm", "--data", str(data), "--holdout", str(hold),
+                         "--target", "y", "--json", f"{t}/audit.json"], NOT_FOR_MARGINALS),
+        ("flaim run aim", [*flaim, "--method", "aim", "--out", f"{t}/aim.csv"], NOT_FOR_MARGINALS),
+        ("flaim run flaim-sa", [*flaim, "--method", "flaim-sa", "--clients", "4", "--participation", "1",
+                                "--split", "iid", "--out", f"{t}/sa.csv"], NOT_FOR_SECAGG),
+        ("train-generators vae", [*train, "--out", f"{t}/vae", "--generator", "vae"], NOT_FOR_TORCH),
+        ("sample (vae)", ["sample", "--generators", f"{t}/vae", "--rows", "200", "--out", f"{t}/v.csv"],
+         NOT_FOR_TORCH),
+    ]  # fmt: skip
+    assert over_budget(steps) == []
+    assert len(pd.read_csv(tmp_path / "aim.csv")) == 270  # the training split's size: it really ran
+    assert len(pd.read_csv(tmp_path / "p.csv")) == len(pd.read_csv(tmp_path / "v.csv")) == 200
+    assert json.loads((tmp_path / "audit.json").read_text())  # the audit ran to its report
+
+
+def test_hub_commands_stay_within_their_budgets(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(tiny_schema().to_json())
+    data = tmp_path / "silo.csv"
+    tiny_table(300, 1).to_csv(data, index=False)
+    with run_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "store") as hub:
+        env = {"FEDSYNTH_HUB_ADMIN_TOKEN": hub.admin_token}
+        h, f = ["--hub", hub.url], ["--federation", "f"]
+        fed = ["--name", "f", "--schema", str(schema), "--max-epsilon", "1", "--max-delta", "1e-4"]
+        create = ["hub", "create-federation", *h, *fed, "--families", "pgm", "--families", "fed-pgm"]
+        assert over_budget([("create-federation (marginal families)", create, NOT_FOR_MARGINALS)], env) == []
+        runner = CliRunner()
+        tokens = []
+        for s in ("s1", "s2", "s3"):
+            res = runner.invoke(app, ["hub", "add-silo", *h, *f, "--name", s], env=env)
+            assert res.exit_code == 0, res.output
+            tokens.append(res.output.strip().splitlines()[-1].strip())
+        silo = ["--data", str(data), "--target", "y"]
+        round_ = ["--generator", "fed-pgm", "--epsilon", "0.5", "--delta", "1e-5", "--min-silos", "2"]
+        steps = [
+            ("add-silo", ["hub", "add-silo", *h, *f, "--name", "s4"], NOTHING),
+            ("push pgm", ["push", *h, "--token", tokens[0], *silo, "--generator", "pgm"], NOT_FOR_MARGINALS),
+            ("pull", ["pull", *h, "--token", tokens[1], "--rows", "500", "--out", str(tmp_path / "pool.csv")],
+             NOT_FOR_MARGINALS | {"sklearn"}),
+            ("open-round", ["hub", "open-round", *h, *f, *round_], NOTHING),
+            ("round-status", ["hub", "round-status", *h, *f, "--round", "1"], NOTHING),
+            ("join (fed-pgm, no SuperNode)", ["join", *h, "--round", "1", "--token", tokens[2], *silo],
+             NOT_FOR_MARGINALS),
+            ("abort-round", ["hub", "abort-round", *h, *f, "--round", "1"], NOTHING),
+            ("rotate-token", ["hub", "rotate-token", *h, *f, "--name", "s4"], NOTHING),
+            ("revoke-silo", ["hub", "revoke-silo", *h, *f, "--name", "s4"], NOTHING),
+            ("gc", ["hub", "gc", "--db", hub.db_url, "--store", hub.store_dir], NOTHING),
+        ]  # fmt: skip
+        assert over_budget(steps, env) == []
+        assert len(pd.read_csv(tmp_path / "pool.csv")) == 500
+        with HubAdmin(hub.url, hub.admin_token) as adm:
+            members = adm.round("f", 1).members
+        assert [m.status for m in members] == ["dropped"]  # it joined; the abort released it
+
+
+def test_push_of_a_torch_family_loads_no_jax_or_flower(tmp_path: Path) -> None:
+    schema = tmp_path / "schema.json"
+    schema.write_text(tiny_schema().to_json())
+    data = tmp_path / "silo.csv"
+    tiny_table(300, 4).to_csv(data, index=False)
+    with run_hub(f"sqlite:///{tmp_path / 'hub.db'}", tmp_path / "store") as hub:
+        with HubAdmin(hub.url, hub.admin_token) as adm:
+            fam = get_family("vae")
+            spec = fam.spec_for(tiny_schema(), fam.default_config()).to_dict()
+            adm.create_federation("v", tiny_schema(), {fam.kind: spec}, max_epsilon=1.0, max_delta=1e-4)
+            token = adm.add_silo("v", "s1")
+        push = ["push", "--hub", hub.url, "--token", token, "--data", str(data), "--target", "y"]
+        assert over_budget([("push vae", [*push, "--generator", "vae"], NOT_FOR_TORCH)]) == []
+        with HubAdmin(hub.url, hub.admin_token) as adm:
+            assert len(adm.pool("v")) == 2  # one decoder per class: the push really landed

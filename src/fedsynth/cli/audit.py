@@ -3,26 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import logging
-import os
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
 from fedsynth.cli.app import app
-from fedsynth.cli.common import console, refuse_existing, user_errors, write_json
+from fedsynth.cli.common import console, quiet, refuse_existing, user_errors, write_json
 from fedsynth.cli.tables import out, print_table
-
-
-def _quiet() -> None:
-    warnings.filterwarnings("ignore")
-    for name in ("opacus", "fedsynth.generators"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    import torch
-
-    torch.set_num_threads(int(os.environ.get("FEDSYNTH_THREADS", "1")))
 
 
 @app.command("audit")
@@ -89,7 +77,7 @@ def audit_cmd(
     generators leak more than their claimed ε allows).
     """
     with user_errors():
-        _quiet()
+        quiet(load_torch=False)
         if plot is not None and plot.suffix.lower() != ".png":
             raise ValueError(f"--plot must be a .png file, got {plot}")
         for p in (json_out, plot):

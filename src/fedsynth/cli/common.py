@@ -21,6 +21,31 @@ from rich.progress import (
     TimeElapsedColumn,
 )
 
+
+def quiet(load_torch: bool = True) -> None:
+    """Library chatter (Flower's strategy warnings, Opacus hook notices) hides the results.
+
+    One thread each for torch and BLAS: many small fits, where threads only add contention.
+    ``load_torch=False`` (train-generators, sample, audit: a marginal-model set needs no torch) leaves
+    torch unloaded; :mod:`fedsynth.generators.torchnn` applies ``FEDSYNTH_THREADS`` when a torch
+    family is first imported."""
+    import logging
+    import sys
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    for name in ("flwr", "opacus", "fedsynth.generators"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    from threadpoolctl import threadpool_limits
+
+    threads = int(os.environ.setdefault("FEDSYNTH_THREADS", "1"))
+    threadpool_limits(threads)
+    if load_torch or "torch" in sys.modules:
+        import torch
+
+        torch.set_num_threads(threads)
+
+
 console = Console(stderr=True)
 out = Console()
 

@@ -156,7 +156,7 @@ def bench_drift(
     a synthetic regulariser and personalisation, per β; mean ± sd over seeds."""
     import dataclasses
 
-    from fedsynth.cli.sgde import _quiet
+    from fedsynth.cli.common import quiet
     from fedsynth.data.images import IMAGE_BENCHMARKS
     from fedsynth.data.partition import parse_drift_split
     from fedsynth.evaluation.drift import (
@@ -195,7 +195,7 @@ def bench_drift(
                 raise ValueError(f"--set {kv!r}: the value must be JSON, e.g. {k}=10") from None
         named = {"silos": silos, "epsilon": epsilon, "generators": gens, "methods": chosen, "rounds": rounds}
         cfg = DriftConfig(**{**named, **overrides})  # --set wins over presets and options
-        _quiet()
+        quiet()
         task = load_task(dataset, max_train_rows=max_train_rows)
         headline = "accuracy" if dataset in IMAGE_BENCHMARKS else "auc"
         t_all = time.perf_counter()

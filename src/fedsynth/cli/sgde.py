@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
-import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -20,6 +17,7 @@ from fedsynth.cli.common import (
     StageProgress,
     console,
     progress,
+    quiet,
     refuse_existing,
     user_errors,
     warn,
@@ -108,26 +106,6 @@ def claims_table(title: str, reports: list[Any]) -> Table:
     return t
 
 
-def _quiet(load_torch: bool = True) -> None:
-    """Library chatter (Flower's strategy warnings, Opacus hook notices) hides the results.
-
-    One thread each for torch and BLAS: many small fits, where threads only add contention.
-    ``load_torch=False`` (train-generators, sample: a marginal-model set needs no torch) leaves
-    torch unloaded; :mod:`fedsynth.generators.torchnn` applies ``FEDSYNTH_THREADS`` when a torch
-    family is first imported."""
-    warnings.filterwarnings("ignore")
-    for name in ("flwr", "opacus", "fedsynth.generators"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    from threadpoolctl import threadpool_limits
-
-    threads = int(os.environ.setdefault("FEDSYNTH_THREADS", "1"))
-    threadpool_limits(threads)
-    if load_torch or "torch" in sys.modules:
-        import torch
-
-        torch.set_num_threads(threads)
-
-
 #: One line per scenario under the results table (the plain names are shared with the PNG).
 SCENARIO_LEGEND: dict[str, str] = {
     "local": "the silo's own rows only",
@@ -195,7 +173,7 @@ def _run_sgde(
     from fedsynth.evaluation.sgde_experiment import SGDEConfig, aggregate, run_seed
     from fedsynth.generators.base import get_family
 
-    _quiet()
+    quiet()
     family = get_family(generator)
     runs = []
     t_all = time.perf_counter()
@@ -388,7 +366,7 @@ def bench_sgde(
                 raise ValueError(f"--device must be auto, cpu or cuda, got {device!r}")
             from fedsynth.cli.image_bench import run_image_bench
 
-            _quiet()
+            quiet()
             gen = DEFAULT_IMAGE_GENERATOR if generator == DEFAULT_GENERATOR else generator
             # several families (comma-separated) share one run's baselines (Local, FedAvg, pooled)
             families = [g.strip() for g in gen.split(",") if g.strip()]
@@ -478,7 +456,7 @@ def train_generators(
     from fedsynth.generators.base import get_family
     from fedsynth.privacy.target import PrivacyTarget
 
-    _quiet(load_torch=False)
+    quiet(load_torch=False)
     with user_errors():
         check_epsilon_delta(epsilon, delta)
         family = get_family(generator)
@@ -543,7 +521,7 @@ def sample(
     from fedsynth.generators.io import read_generator_set
     from fedsynth.generators.pool import GeneratorPool
 
-    _quiet(load_torch=False)
+    quiet(load_torch=False)
     with user_errors():
         refuse_existing(out_file)
         schema, loaded = read_generator_set(generators[0])
@@ -558,7 +536,7 @@ def sample(
 @data_app.command("verify")
 def data_verify() -> None:
     """Check every benchmark file in $FEDSYNTH_DATA against its pinned sha256."""
-    from fedsynth.data.datasets import CHECKSUMS, data_dir, sha256_file
+    from fedsynth.data.files import CHECKSUMS, data_dir, sha256_file
 
     with user_errors():
         root = data_dir()
@@ -578,7 +556,7 @@ def data_fetch(
     dest: Annotated[Path | None, typer.Option(help="data directory (default $FEDSYNTH_DATA)")] = None,
 ) -> None:
     """Download missing benchmark files from a mirror, verifying each sha256."""
-    from fedsynth.data.datasets import CHECKSUMS, fetch
+    from fedsynth.data.files import CHECKSUMS, fetch
 
     with user_errors():
         root = dest or Path(os.environ.get("FEDSYNTH_DATA", "datasets"))

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from fedsynth.data.datasets import DatasetError, dataset_path
+from fedsynth.data.files import DatasetError, dataset_path
 from fedsynth.data.schema import Column, Schema, SchemaError
 
 #: The image benchmarks: name -> the classes' display names (the labels are "0".."9").

@@ -35,8 +35,8 @@ from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
 
 from fedsynth.data.datasets import load_table
-from fedsynth.data.schema import Schema
 from fedsynth.federated.flaim_methods import decode_plan, encode_plan
+from fedsynth.federated.round_fit import REPORT, build_fit
 from fedsynth.federated.secure_rounds import (
     FlowerSumChannel,
     SumRequest,
@@ -45,35 +45,11 @@ from fedsynth.federated.secure_rounds import (
 )
 from fedsynth.flaim.driver import drive
 from fedsynth.flaim.methods.base import Plan
-from fedsynth.generators.base import FederationFit, GeneratorSet, get_family, is_federation_family
+from fedsynth.generators.base import FederationFit, GeneratorSet
 from fedsynth.generators.federation import FederationReport, everyone
-from fedsynth.privacy.target import PrivacyTarget
 
-REPORT = "report.json"
 #: a silo's table as the ClientApp gets it: partition id → frame (simulation) or None (read data-path)
 FrameSource = Callable[[int], pd.DataFrame]
-
-
-def build_fit(cfg: Mapping[str, Any]) -> FederationFit:
-    """The round's fit from its public run config (server and every client build the same one)."""
-    family = get_family(str(cfg["family"]))
-    if not is_federation_family(family):
-        raise ValueError(f"{family.kind} is not a federation-level family")
-    schema = Schema.from_dict(json.loads(str(cfg["schema-json"])))
-    spec = None
-    if cfg.get("spec-json"):
-        spec = family.spec_from_dict(json.loads(str(cfg["spec-json"])), schema)
-    conf = family.default_config(str(cfg["dataset"]) if cfg.get("dataset") else None)
-    if cfg.get("seeded-noise") and hasattr(conf, "seeded_noise"):
-        from dataclasses import replace
-
-        conf = replace(conf, seeded_noise=True)
-    target = PrivacyTarget(float(cfg["epsilon"]), float(cfg["delta"]))
-    fit = family.federation_fit(  # type: ignore[attr-defined]
-        schema, target, int(cfg["silos"]), conf, seed=int(cfg.get("seed", 0)), spec=spec,
-        min_silos=int(cfg.get("min-silos", 2)),
-    )  # fmt: skip
-    return fit
 
 
 # ----------------------------------------------------------------------------- client

@@ -47,7 +47,7 @@ def load_flaim_data(
     """``adult`` = Private-PGM's pre-binned Adult; ``marketing``/``census`` are discretised raw CSVs."""
     import pandas as pd
 
-    from fedsynth.data.datasets import DatasetError, dataset_path
+    from fedsynth.data.files import DatasetError, dataset_path
     from fedsynth.data.schema import infer_schema
 
     if path is not None:

@@ -418,11 +418,17 @@ def register(family: GeneratorFamily) -> None:
 
 
 def family_kinds() -> list[str]:
-    return [*BUILTIN, *_REGISTERED]
+    """Every family kind once (built-ins are cached in the registry after their first load)."""
+    return [*BUILTIN, *(k for k in _REGISTERED if k not in BUILTIN)]
 
 
 def resolve_kind(name: str) -> str:
+    """A kind from a kind, a short name, or a kind without its version (``dp-vae``: its one version)."""
     kind = ALIASES.get(name, name)
+    if "/" not in kind:
+        versions = [k for k in family_kinds() if k.split("/", 1)[0] == kind]
+        if len(versions) == 1:
+            kind = versions[0]
     if kind not in BUILTIN and kind not in _REGISTERED:
         raise UnknownFamilyError(
             f"unknown generator family {name!r}; known: {', '.join(family_kinds())} "
