@@ -2,27 +2,35 @@
 
     python bench/bench_imports.py --repeat 5 --json out/imports.json
 
-Each entry point runs in a fresh interpreter ``--repeat`` times (median wall, max peak RSS from
-``os.wait4``); one more run under ``python -X importtime`` gives the cumulative import time of
-the entry module and the five costliest top-level packages. The whole commands (``train-
-generators``, ``push``, ``pull``, a FLAIM client, the hub process) are measured end to end in
-bench/bench_silo_footprint.py; the budgets that fail on a heavy import are
-tests/test_import_budget.py.
+Each entry point runs in a fresh interpreter ``--repeat`` times (median wall; peak RSS = the
+largest VmHWM the child reports from ``/proc/self/status`` as it exits — not ``ru_maxrss`` from
+``os.wait4``, which a child inherits from this process at fork); one more run under ``python -X
+importtime`` gives the cumulative import time and the five costliest top-level packages. ``fedsynth
+pull`` runs against a real hub this script starts (SQLite, on 127.0.0.1) holding two Adult silos'
+pgm generator sets, pushed with ``fedsynth push --generator pgm``. The whole silo commands
+(``train-generators`` per family, ``push``, ``pull`` of a 40-generator pool, a FLAIM client, the hub
+process) are measured end to end in bench/bench_silo_footprint.py; the budgets that fail on a heavy
+import are tests/test_import_budget.py.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 HEAVY = ("torch", "jax", "flwr", "pandas", "opacus", "mbi", "sklearn", "tenseal", "umap", "matplotlib")
-PROBE = f"\nimport sys\nprint('HEAVY', ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+PROBE = (
+    f"\nimport sys\nprint('HEAVY', ','.join(m for m in {HEAVY!r} if m in sys.modules))\n"
+    "print(next(ln for ln in open('/proc/self/status') if ln.startswith('VmHWM')))\n"
+)
 HUB = (
     "import tempfile\n"
     "from fedsynth.exchange.hub.app import create_app\n"
@@ -32,7 +40,7 @@ HUB = (
 )
 CLI = (
     "import sys\nfrom fedsynth.cli import app\nsys.argv = ['fedsynth', *{args!r}]\n"
-    "try:\n    app()\nexcept SystemExit:\n    pass\n"
+    "try:\n    app()\nexcept SystemExit as e:\n    if e.code:\n        raise\n"
 )
 AIM_RUN = ["flaim", "run", "--method", "aim", "--dataset", "adult", "--epsilon", "1"]
 AIM_RUN += ["--out", "/tmp/fedsynth-bench-imports-aim.csv", "--overwrite"]
@@ -50,13 +58,30 @@ ENTRIES = {
 }
 
 
-def _peak_rss(code: str) -> float:
-    """Peak RSS of a fresh interpreter running ``code`` (ru_maxrss via os.wait4)."""
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    _, status, ru = os.wait4(p.pid, 0)
-    if status != 0:
-        raise RuntimeError(f"{code!r} exited with status {status}")
-    return ru.ru_maxrss / 1024
+@contextmanager
+def pulled_pool(tmp: Path) -> Iterator[list[str]]:
+    """A real hub with two Adult silos' pgm sets pushed through the CLI; yields ``pull``'s argv."""
+    from fedsynth.data.datasets import load_dataset
+    from fedsynth.exchange.client import HubAdmin
+    from fedsynth.exchange.process import run_hub
+    from fedsynth.generators.base import get_family
+
+    data, fam = load_dataset("adult", seed=0), get_family("pgm")
+    spec = fam.spec_for(data.schema, fam.default_config("adult")).to_dict()
+    with run_hub(f"sqlite:///{tmp}/hub.db", tmp / "store") as hub:
+        with HubAdmin(hub.url, hub.admin_token) as adm:
+            adm.create_federation("imports", data.schema, {fam.kind: spec}, max_epsilon=1.0, max_delta=1e-4)
+            tokens = [adm.add_silo("imports", f"s{i}") for i in range(3)]
+        for i in range(2):
+            csv = tmp / f"silo{i}.csv"
+            data.train.iloc[i * 2000 : (i + 1) * 2000].to_csv(csv, index=False)
+            push = ["push", "--hub", hub.url, "--token", tokens[i], "--data", str(csv), "--target", "income"]
+            push += ["--generator", "pgm"]
+            out = subprocess.run([sys.executable, "-c", CLI.format(args=push)], capture_output=True)
+            if out.returncode != 0:
+                tail = (out.stdout + out.stderr)[-2000:].decode(errors="replace")
+                raise RuntimeError(f"push failed: {tail}")
+        yield ["pull", "--hub", hub.url, "--token", tokens[2], "--rows", "5000", "--out", f"{tmp}/pool.csv"]
 
 
 def _importtime(err: str) -> tuple[float, list[tuple[str, float]]]:
@@ -80,30 +105,38 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    rows = []
-    for name, code in ENTRIES.items():
-        walls = []
-        heavy = ""
-        for _ in range(args.repeat):
-            t = time.perf_counter()
-            out = subprocess.run([sys.executable, "-c", code + PROBE], capture_output=True, text=True)
-            walls.append(time.perf_counter() - t)
-            if out.returncode != 0:
-                raise RuntimeError(f"{name} failed: {out.stderr[-2000:]}")
-            heavy = next((ln[6:] for ln in out.stdout.splitlines() if ln.startswith("HEAVY ")), "")
-        rss = _peak_rss(code)
-        it = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True)
-        total, top = _importtime(it.stderr)
-        rows.append(
-            {
-                "entry": name,
-                "wall_s": statistics.median(walls),
-                "peak_rss_mb": rss,
-                "import_s": total,
-                "top_imports": [{"module": m, "s": s} for m, s in top],
-                "heavy_loaded": [m for m in heavy.split(",") if m],
-            }
-        )
+    with tempfile.TemporaryDirectory(prefix="fedsynth-imports-") as tmp, pulled_pool(Path(tmp)) as pull:
+        pull_code = CLI.format(args=[*pull, "--overwrite"])
+        entries = {**ENTRIES, "fedsynth pull (2 pgm sets, 5,000 rows)": pull_code}
+        rows = [_measure(name, code, args.repeat) for name, code in entries.items()]
+    _report(rows, args.json)
+
+
+def _measure(name: str, code: str, repeat: int) -> dict:
+    walls, hwm = [], 0.0
+    heavy = ""
+    for _ in range(repeat):
+        t = time.perf_counter()
+        out = subprocess.run([sys.executable, "-c", code + PROBE], capture_output=True, text=True)
+        walls.append(time.perf_counter() - t)
+        if out.returncode != 0:
+            raise RuntimeError(f"{name} failed: {out.stderr[-2000:]}")
+        lines = out.stdout.splitlines()
+        heavy = next((ln[6:] for ln in lines if ln.startswith("HEAVY ")), "")
+        hwm = max(hwm, int(next(ln for ln in lines if ln.startswith("VmHWM")).split()[1]) / 1024)
+    it = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True)
+    total, top = _importtime(it.stderr)
+    return {
+        "entry": name,
+        "wall_s": statistics.median(walls),
+        "peak_rss_mb": hwm,
+        "import_s": total,
+        "top_imports": [{"module": m, "s": s} for m, s in top],
+        "heavy_loaded": [m for m in heavy.split(",") if m],
+    }
+
+
+def _report(rows: list[dict], json_path: Path | None) -> None:
     w = max(len(r["entry"]) for r in rows)
     print(
         f"{'entry point':<{w}}  {'wall s':>7}  {'RSS MB':>7}  {'import s':>8}  "
@@ -116,9 +149,9 @@ def main() -> None:
             f"{r['entry']:<{w}}  {r['wall_s']:7.2f}  {r['peak_rss_mb']:7.0f}  {r['import_s']:8.2f}  "
             f"{heavy} | {tops}"
         )
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(rows, indent=2))
+    if json_path:
+        json_path.parent.mkdir(parents=True, exist_ok=True)
+        json_path.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
