@@ -11,6 +11,7 @@ modules it must not load:
   families: no torch, Opacus, JAX, mbi, Flower, TenSEAL, UMAP or matplotlib (``pull`` and ``sample``
   no sklearn either; the numpy estimator is the default, JAX only for ``engine="mbi"``);
 * ``flaim run --method flaim-sa`` (SecAgg+ is Flower's): Flower, but no torch, Opacus, JAX or mbi;
+  ``flaim run --method flaim-he --secure-sum he``: TenSEAL, but no Flower, torch, Opacus, JAX or mbi;
 * a torch family (``train-generators`` / ``sample`` / ``push`` of a dp-vae set): torch and Opacus
   (DP-SGD, and the accountant that re-derives the claim), but no JAX, mbi, Flower or sklearn.
 
@@ -118,6 +119,9 @@ def test_silo_commands_stay_within_their_budgets(tmp_path: Path) -> None:
         ("flaim run aim", [*flaim, "--method", "aim", "--out", f"{t}/aim.csv"], NOT_FOR_MARGINALS),
         ("flaim run flaim-sa", [*flaim, "--method", "flaim-sa", "--clients", "4", "--participation", "1",
                                 "--split", "iid", "--out", f"{t}/sa.csv"], NOT_FOR_SECAGG),
+        ("flaim run flaim-he --secure-sum he", [*flaim, "--method", "flaim-he", "--secure-sum", "he",
+                                                "--clients", "4", "--participation", "1", "--split", "iid",
+                                                "--out", f"{t}/he.csv"], NOT_FOR_MARGINALS - {"tenseal"}),
         ("train-generators vae", [*train, "--out", f"{t}/vae", "--generator", "vae"], NOT_FOR_TORCH),
         ("sample (vae)", ["sample", "--generators", f"{t}/vae", "--rows", "200", "--out", f"{t}/v.csv"],
          NOT_FOR_TORCH),
