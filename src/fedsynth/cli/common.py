@@ -1,4 +1,4 @@
-"""Shared CLI helpers: error reporting with exit codes, consoles."""
+"""Shared CLI helpers: error reporting with exit codes, consoles, quiet libraries and thread limits."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
 """Image benchmarks (MNIST, Fashion-MNIST) from their original idx files, and image schemas.
 
 **Files.** ``$FEDSYNTH_DATA/<name>/{train,t10k}-{images-idx3,labels-idx1}-ubyte.gz``, each with a
-pinned SHA-256 (:data:`fedsynth.data.datasets.CHECKSUMS`; ``fedsynth data verify|fetch`` cover
+pinned SHA-256 (:data:`fedsynth.data.files.CHECKSUMS`; ``fedsynth data verify|fetch`` cover
 them). An idx file is a big-endian header — two zero bytes, a type byte (0x08 = uint8), the number
 of dimensions, one 4-byte size per dimension — then the raw values. :func:`parse_idx` checks all
 of it and the exact payload length, so a truncated or corrupted file is an :class:`IdxError`

@@ -25,7 +25,7 @@ import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import pandas as pd
 
@@ -33,12 +33,10 @@ from fedsynth.data.datasets import load_table
 from fedsynth.data.schema import Schema, SchemaError
 from fedsynth.exchange.client import HubAdmin, HubClient
 from fedsynth.exchange.rounds_protocol import RoundInfo
+from fedsynth.federated.deploy import LocalDeployment, flwr_run, write_app
 from fedsynth.federated.round_fit import REPORT, build_fit
 from fedsynth.generators.base import GeneratorSet
 from fedsynth.generators.io import read_generator_set
-
-if TYPE_CHECKING:  # Flower loads only where a round runs: ``join`` (a silo's data check) needs none
-    from fedsynth.federated.deploy import LocalDeployment
 
 
 @dataclass
@@ -138,6 +136,7 @@ def run_round(
                 if frames is None or set(members.values()) - set(frames):
                     raise ValueError("a simulated round needs every member's table")
                 assert frames is not None
+                # Flower only where a round runs in process: ``join`` (a silo's data check) needs none
                 from fedsynth.federated.fed_round import make_apps
                 from fedsynth.federated.local import run_in_process
 
@@ -163,8 +162,6 @@ def flwr_runner(
     """``run_app`` for :func:`run_round` on a SuperLink: the round's run config becomes the Flower
     App's config and ``flwr run APP CONNECTION`` executes it; each silo's SuperNode reads its own
     ``data-path``. ``connection`` is a SuperLink named in ``$FLWR_HOME/config.toml``."""
-
-    from fedsynth.federated.deploy import flwr_run, write_app
 
     def run(cfg: dict[str, Any], silos: int) -> None:
         app = write_app(
