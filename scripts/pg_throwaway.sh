@@ -7,13 +7,14 @@ pg_throwaway_start() {
   PG_TMP=$(mktemp -d /tmp/fedsynth-pg.XXXXXX)
   local as=()
   if [ "$(id -u)" = 0 ]; then chown postgres "$PG_TMP"; as=(runuser -u postgres --); fi
+  # set before starting, so that a stop after a failed start (an EXIT trap under set -u) can run
+  PG_BINDIR=$bindir
+  PG_AS=("${as[@]}")
   "${as[@]}" "$bindir/initdb" -D "$PG_TMP/data" -U fedsynth --auth=trust -E UTF8 >/dev/null
   "${as[@]}" "$bindir/pg_ctl" -D "$PG_TMP/data" -l "$PG_TMP/log" -w \
     -o "-c listen_addresses=127.0.0.1 -p $port -k $PG_TMP -c max_connections=200 -c fsync=off" start >/dev/null
   "${as[@]}" "$bindir/createdb" -h 127.0.0.1 -p "$port" -U fedsynth fedsynth_test
   export FEDSYNTH_TEST_PG_URL="postgresql+psycopg://fedsynth@127.0.0.1:$port/fedsynth_test"
-  PG_BINDIR=$bindir
-  PG_AS=("${as[@]}")
 }
 pg_throwaway_stop() {
   [ -n "${PG_TMP:-}" ] || return 0
